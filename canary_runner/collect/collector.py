@@ -1,0 +1,205 @@
+"""Per-step collection: a TrainerCallback plus light instrumentation of the trainer.
+
+A step is one optimizer step, timed between consecutive `on_step_end` events (the first from
+`on_train_begin`), so data loading, generation and logging are all inside some step: nothing the
+user waits for goes unmeasured. PPO's own loop calls `on_train_begin`, `on_log` and `on_step_end`
+(log before step end); the HF Trainer calls `on_step_end` then `on_log`. Records are therefore
+completed lazily and flushed to `steps.jsonl` when the next step ends, or at the end of the run.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from . import memory
+
+
+class CanaryTimeout(Exception):
+    """The run took longer than `train.timeout_s`."""
+
+
+def _scalar(v):
+    """A loggable value as a float, or None for anything that is not a number."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        try:
+            v = v.item()  # 0-d tensors
+        except Exception:
+            return None
+    return float(v)
+
+
+def count_tokens(inputs) -> int:
+    """Tokens actually processed in one micro-batch: non-padding positions, from the batch itself."""
+    if not isinstance(inputs, dict):
+        return 0
+    if "attention_mask" in inputs:
+        masks = [inputs["attention_mask"]]
+    elif "prompt_mask" in inputs or "completion_mask" in inputs:  # GRPO/RLOO after generation
+        masks = [inputs[k] for k in ("prompt_mask", "completion_mask") if k in inputs]
+    else:
+        masks = [v for k, v in inputs.items() if k.endswith("attention_mask")]
+    return int(sum(int(m.sum()) for m in masks if hasattr(m, "sum")))
+
+
+class StepCollector(TrainerCallback):
+    def __init__(self, steps_path: Path, warmup_steps: int, timeout_s: float, deadline_from: float,
+                 device=None, on_step=None, derive=None):
+        self.steps_path = Path(steps_path)
+        self.steps_path.parent.mkdir(parents=True, exist_ok=True)
+        self._stream = open(self.steps_path, "w", buffering=1)
+        self.warmup_steps = warmup_steps
+        self.deadline = deadline_from + timeout_s
+        self.device = device  # a torch.device when running on CUDA
+        self.on_step = on_step  # progress hook: on_step(record)
+        self.derive = derive  # adapter hook: derive(record) fills in metrics a trainer does not log
+        self.records: list[dict] = []
+        self._open: dict | None = None  # the last step, waiting for its logs
+        self._early_logs: dict = {}  # logs that arrived before their step ended (PPO)
+        self._tokens = 0
+        self._phases: dict[str, float] = {}
+        self._grad_norms: list[float] = []
+        self._t_last: float | None = None
+        self.timed_out = False
+        self.train_started_at: float | None = None
+
+    # -- instrumentation hooks, called by the trainer adapters --------------------------------------
+
+    def add_tokens(self, n: int) -> None:
+        self._tokens += n
+
+    def add_phase(self, name: str, seconds: float) -> None:
+        self._phases[name] = self._phases.get(name, 0.0) + seconds
+
+    def add_grad_norm(self, value: float) -> None:
+        self._grad_norms.append(value)
+
+    def time_method(self, obj, name: str, phase: str, count=None):
+        """Wrap `obj.name` so the time spent in it counts towards `phase` (and its output towards
+        tokens, when `count(result)` is given). Patched on the instance only."""
+        original = getattr(obj, name)
+
+        @functools.wraps(original)
+        def timed(*args, **kwargs):
+            self._sync()
+            t0 = time.perf_counter()
+            result = original(*args, **kwargs)
+            self._sync()
+            self.add_phase(phase, time.perf_counter() - t0)
+            if count is not None:
+                self.add_tokens(count(result))
+            return result
+
+        setattr(obj, name, timed)
+
+    def count_inputs_of(self, trainer) -> None:
+        """Count the tokens of every prepared micro-batch the Trainer trains on."""
+        original = trainer._prepare_inputs
+
+        @functools.wraps(original)
+        def prepared(*args, **kwargs):
+            inputs = original(*args, **kwargs)
+            self.add_tokens(count_tokens(inputs))
+            return inputs
+
+        trainer._prepare_inputs = prepared
+
+    # -- TrainerCallback ----------------------------------------------------------------------------
+
+    def _sync(self) -> None:
+        if self.device is not None:
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._sync()
+        if self.device is not None:
+            memory.cuda_peak_mb_and_reset(self.device)
+        self._t_last = self.train_started_at = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._sync()
+        now = time.perf_counter()
+        step = state.global_step
+        record = {
+            "step": step,
+            "warmup": step <= self.warmup_steps,
+            "step_time_s": now - self._t_last,
+            "tokens": self._tokens,
+            "mem_rss_anon_mb": memory.rss_anon_mb(),
+        }
+        if self.device is not None:
+            alloc, reserved = memory.cuda_peak_mb_and_reset(self.device)
+            record["mem_cuda_max_allocated_mb"] = alloc
+            record["mem_cuda_max_reserved_mb"] = reserved
+        if self._phases:
+            for phase, secs in self._phases.items():
+                record[f"{phase}_time_s"] = secs
+            record["update_time_s"] = max(0.0, record["step_time_s"] - sum(self._phases.values()))
+        if self._grad_norms:
+            # Optimizer steps inside one canary step (PPO minibatches): keep the largest.
+            record["grad_norm"] = max(self._grad_norms, key=lambda g: g if math.isfinite(g) else math.inf)
+        record.update(self._early_logs.pop(step, {}))
+        self._flush()
+        self._open = record
+        self._tokens, self._phases, self._grad_norms = 0, {}, []
+
+        if now > self.deadline:
+            if self.timed_out:  # the trainer ignored should_training_stop (PPO's own loop)
+                raise CanaryTimeout(f"run exceeded train.timeout_s at step {step}")
+            self.timed_out = True
+            control.should_training_stop = True
+        self._t_last = time.perf_counter()  # the time spent in this callback belongs to no step
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "train_runtime" in logs:
+            return  # the Trainer's end-of-run summary, not a step
+        values = {k: _scalar(v) for k, v in (logs or {}).items()}
+        values = {k: v for k, v in values.items() if v is not None and k not in ("epoch", "step")}
+        if self._open is not None and self._open["step"] == state.global_step:
+            self._open.update(values)  # HF Trainer: log follows step end
+        else:
+            self._early_logs.setdefault(state.global_step, {}).update(values)  # PPO: log precedes it
+
+    def _flush(self) -> None:
+        if self._open is not None:
+            rec = self._open
+            self._open = None
+            if self.derive is not None:
+                self.derive(rec)
+            self.records.append(rec)
+            self._stream.write(json.dumps(_encode_floats(rec)) + "\n")
+            if self.on_step is not None:
+                self.on_step(rec)
+
+    def close(self) -> list[dict]:
+        """Flush the last step and close the stream; returns every recorded step."""
+        self._flush()
+        self._stream.close()
+        return self.records
+
+
+def _encode_floats(rec: dict) -> dict:
+    from ..results import encode
+
+    return encode(rec)
+
+
+def to_series(records: list[dict]) -> dict[str, list]:
+    """Per-step records to aligned per-metric arrays (None where a metric was not logged)."""
+    names: list[str] = []
+    for rec in records:
+        for k in rec:
+            if k not in names:
+                names.append(k)
+    series = {k: [rec.get(k) for rec in records] for k in names}
+    for required in ("step", "warmup", "step_time_s", "tokens", "loss", "grad_norm"):
+        series.setdefault(required, [None] * len(records))
+    return series

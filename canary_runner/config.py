@@ -1,0 +1,233 @@
+"""The canary config: a strict pydantic model loaded from YAML, with `--set key=value` overrides.
+
+Strict on purpose (`extra="forbid"` everywhere): a typo in a config would otherwise silently run a
+different canary than the one the team reviewed. Every error names the file and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+TrainingType = Literal["sft", "dpo", "ppo", "grpo", "rloo", "reward"]
+Tier = Literal["smoke", "perf", "nightly"]
+TRAINING_TYPES: tuple[str, ...] = TrainingType.__args__
+TIERS: tuple[str, ...] = Tier.__args__
+
+
+class ConfigError(Exception):
+    """A config that cannot be used. The message names the file, the field and the fix."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(Strict):
+    r: int = Field(8, gt=0)
+    alpha: int = Field(16, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class ModelConfig(Strict):
+    # "embedded:<spec>" builds a tiny model offline; anything else is a Hub name or a local directory.
+    name: str = "embedded:tiny-llama"
+    tokenizer: str | None = Field(None, description="Defaults to the model's own tokenizer.")
+    reward_model: str | None = Field(
+        None, description="PPO: sequence-classification reward model (defaults to the embedded reward model)."
+    )
+    value_model: str | None = Field(None, description="PPO: value model (defaults to the reward model).")
+    lora: LoraConfig | None = None
+    quantization: Literal["4bit", "8bit"] | None = None
+    trust_remote_code: bool = False
+
+
+class DatasetConfig(Strict):
+    # "embedded:<name>" reads a dataset shipped with the package; else a Hub name or a local path.
+    name: str | None = Field(None, description="Defaults to the embedded dataset for the training type.")
+    split: str = "train"
+    max_rows: int | None = Field(512, gt=0)
+    format: Literal["auto", "hh"] = Field(
+        "auto", description="'hh': Anthropic HH-style chosen/rejected transcripts, converted per training type."
+    )
+
+
+class TrainConfig(Strict):
+    max_steps: int = Field(20, gt=0)
+    warmup_steps: int = Field(3, ge=0, description="Steps recorded but left out of the timing statistics.")
+    per_device_batch_size: int = Field(4, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    learning_rate: float = Field(1e-4, gt=0)
+    lr_scheduler: str = "constant"
+    max_grad_norm: float | None = 1.0
+    max_length: int = Field(128, gt=0)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    gradient_checkpointing: bool = False
+    deterministic: bool = Field(False, description="torch deterministic algorithms, for exact curve comparison.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    timeout_s: float = Field(1800, gt=0, description="Stop the run with status 'timeout' after this long.")
+    gc_freeze: bool = Field(True, description="gc.freeze() after setup so timing measures training, not GC.")
+
+    @model_validator(mode="after")
+    def _warmup_below_steps(self):
+        if self.warmup_steps >= self.max_steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below max_steps ({self.max_steps})")
+        return self
+
+
+class SFTSection(Strict):
+    packing: bool = False
+    extra_args: dict[str, Any] = Field(default_factory=dict, description="Passed to trl.SFTConfig as is.")
+
+
+class DPOSection(Strict):
+    beta: float = Field(0.1, gt=0)
+    loss_type: str = "sigmoid"
+    extra_args: dict[str, Any] = Field(default_factory=dict, description="Passed to trl.DPOConfig as is.")
+
+
+class RewardSection(Strict):
+    center_rewards_coefficient: float | None = None
+    extra_args: dict[str, Any] = Field(default_factory=dict, description="Passed to trl.RewardConfig as is.")
+
+
+class PPOSection(Strict):
+    kl_coef: float = Field(0.05, ge=0)
+    response_length: int = Field(16, gt=0)
+    num_ppo_epochs: int = Field(1, gt=0)
+    num_mini_batches: int = Field(1, gt=0)
+    cliprange: float = Field(0.2, gt=0)
+    vf_coef: float = Field(0.1, ge=0)
+    temperature: float = Field(0.7, gt=0)
+    missing_eos_penalty: float | None = None
+    extra_args: dict[str, Any] = Field(default_factory=dict, description="Passed to PPOConfig as is.")
+
+
+RewardFunc = Literal["length", "format", "digits"]
+
+
+class GRPOSection(Strict):
+    num_generations: int = Field(4, ge=2)
+    max_completion_length: int = Field(16, gt=0)
+    beta: float = Field(0.04, ge=0, description="KL coefficient; > 0 so KL is logged and checked.")
+    temperature: float = Field(1.0, gt=0)
+    reward_funcs: list[RewardFunc] = Field(default_factory=lambda: ["length", "format"], min_length=1)
+    extra_args: dict[str, Any] = Field(default_factory=dict, description="Passed to the TRL config as is.")
+
+
+class RLOOSection(GRPOSection):
+    pass
+
+
+class CanaryConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    training_type: TrainingType
+    tier: Tier = "smoke"
+    description: str = ""
+    seed: int = 42
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    sft: SFTSection | None = None
+    dpo: DPOSection | None = None
+    ppo: PPOSection | None = None
+    grpo: GRPOSection | None = None
+    rloo: RLOOSection | None = None
+    reward: RewardSection | None = None
+
+    @model_validator(mode="after")
+    def _section_matches_type(self):
+        if getattr(self, self.training_type) is None:
+            raise ValueError(
+                f"training_type is '{self.training_type}' but the '{self.training_type}:' section is missing "
+                f"(add `{self.training_type}: {{}}` for the defaults)"
+            )
+        others = [t for t in TRAINING_TYPES if t != self.training_type and getattr(self, t) is not None]
+        if others:
+            raise ValueError(
+                f"training_type is '{self.training_type}' but the config also has section(s) {others}; remove them"
+            )
+        return self
+
+    @property
+    def section(self) -> BaseModel:
+        return getattr(self, self.training_type)
+
+    def resolved(self) -> dict:
+        return self.model_dump(mode="json")
+
+    def hash(self) -> str:
+        canonical = json.dumps(self.resolved(), sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _format_validation_error(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: invalid canary config ({err.error_count()} problem(s)):"]
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see configs/ for the accepted fields)"
+        elif e["type"] == "missing":
+            msg = "required field is missing"
+        elif "input" in e and e["type"] not in ("value_error",) and not isinstance(e["input"], (dict, list)):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"  - {field}: {msg}")
+    return "\n".join(lines)
+
+
+def _parse_scalar(text: str) -> Any:
+    """`--set` values use YAML scalars: 1e-4, true, null, [a, b] all mean what they look like."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> dict:
+    """Apply `a.b.c=value` overrides to a nested dict (in place), creating sections as needed."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{source} {item!r}: expected KEY=VALUE, e.g. --set train.max_steps=10")
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"{source} {item!r}: '{part}' is not a section")
+            node = child
+        node[parts[-1]] = _parse_scalar(value)
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> CanaryConfig:
+    """Read, override and validate a config file. Raises ConfigError with a user-facing message."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found. `canary configs` lists the shipped configs.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config fields at the top level, got {type(data).__name__}")
+    data.setdefault("name", path.stem)
+    apply_overrides(data, list(overrides))
+    try:
+        return CanaryConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(str(path), e)) from None

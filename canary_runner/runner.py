@@ -1,0 +1,192 @@
+"""`canary run`: config -> workload -> trainer -> collector -> metrics.json.
+
+Whatever happens after setup (a finished run, an exception, an OOM, SIGTERM/SIGINT, a timeout),
+a metrics.json with the right status and every step done so far is written before returning.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import subprocess
+import time
+import traceback
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import results
+from .config import CanaryConfig
+from .workload import embedded
+
+EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_CRASHED = 0, 1, 2, 3
+
+
+class Interrupted(BaseException):
+    """SIGTERM/SIGINT during a run (BaseException, so trainer code's `except Exception` lets it through)."""
+
+
+class SetupError(Exception):
+    """Bad input found while building the workload or trainer (exit 2, no run happened)."""
+
+
+@contextmanager
+def _signals_raise():
+    def handler(signum, _frame):
+        raise Interrupted(f"received {signal.Signals(signum).name}")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def git_sha() -> str | None:
+    if os.environ.get("GITHUB_SHA"):
+        return os.environ["GITHUB_SHA"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _offline_if_embedded(cfg: CanaryConfig) -> None:
+    """An all-embedded or local workload never needs the Hub: say so, so nothing waits on a network."""
+    names = [cfg.model.name, cfg.model.tokenizer, cfg.model.reward_model, cfg.model.value_model, cfg.dataset.name]
+    if all(n is None or embedded.is_embedded(n) or Path(n).exists() for n in names):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def _device(cfg: CanaryConfig):
+    import torch
+
+    want = cfg.train.device
+    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise SetupError("train.device is 'cuda' but no CUDA device is visible; use device: auto or cpu")
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return None
+
+
+def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_step=None) -> tuple[dict, int]:
+    """Train the canary and write `out_dir/metrics.json`. Returns (record, exit code)."""
+    started_at, t0 = _now(), time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # PPO lives in trl.experimental; the pin is deliberate
+    _offline_if_embedded(cfg)
+
+    from .collect.collector import CanaryTimeout, StepCollector, to_series
+    from .collect.env import fingerprint
+    from .trainers import adapter
+    from .trainers.common import AdapterError, Workload
+    from .workload import sources
+
+    import datasets
+    import torch
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.set_seed(cfg.seed)
+    env = fingerprint()
+    module = adapter(cfg.training_type)
+    status, error, trainer = "completed", None, None
+    collector = None
+    train_t0 = None
+    with _signals_raise():
+        try:
+            try:
+                device = _device(cfg)
+                tokenizer = sources.load_tokenizer(cfg.model.tokenizer or cfg.model.name)
+                dataset = sources.load_dataset(cfg.dataset.name, cfg.training_type, cfg.dataset.split,
+                                               cfg.dataset.max_rows, cfg.dataset.format)
+                collector = StepCollector(
+                    out_dir / "steps.jsonl", cfg.train.warmup_steps, cfg.train.timeout_s, deadline_from=t0,
+                    device=device, on_step=on_step,
+                    derive=(lambda r: module.derive(r, cfg)) if hasattr(module, "derive") else None,
+                )
+                w = Workload(cfg, tokenizer, dataset, out_dir, use_cpu=device is None)
+                trainer = module.build(w, collector)
+                # The collector reports progress; the Trainer's own printing of every log would flood CI logs.
+                trainer.remove_callback(transformers.PrinterCallback)
+                trainer.remove_callback(transformers.trainer_callback.ProgressCallback)
+            except (sources.WorkloadError, AdapterError, SetupError) as e:
+                if collector is not None:
+                    collector.close()
+                raise SetupError(str(e)) from None
+            if cfg.train.gc_freeze:
+                # Setup leaves ~400k long-lived objects; without freezing, every full collection walks
+                # them and step time measures the import footprint (PPO calls gc.collect() twice a step).
+                gc.collect()
+                gc.freeze()
+            train_t0 = time.perf_counter()
+            trainer.train()
+            if collector.timed_out:
+                status = "timeout"
+                error = {"type": "Timeout", "message": f"stopped after train.timeout_s={cfg.train.timeout_s}s"}
+        except SetupError:
+            raise
+        except CanaryTimeout as e:
+            status, error = "timeout", {"type": "Timeout", "message": str(e)}
+        except (Interrupted, KeyboardInterrupt) as e:
+            status, error = "interrupted", {"type": type(e).__name__, "message": str(e) or "interrupted"}
+        except torch.OutOfMemoryError as e:
+            status, error = "crashed", {"type": "OutOfMemoryError", "message": str(e).splitlines()[0],
+                                        "traceback": traceback.format_exc()}
+        except Exception as e:
+            status, error = "crashed", {"type": type(e).__name__, "message": str(e),
+                                        "traceback": traceback.format_exc()}
+        finally:
+            if cfg.train.gc_freeze:
+                gc.unfreeze()
+    records = collector.close() if collector is not None else []
+    ended = time.perf_counter()
+    if error is not None:
+        error.setdefault("traceback", None)
+        error["step"] = records[-1]["step"] if records else None
+
+    series = to_series(records)
+    phases = sorted(k for k in series if k.endswith("_time_s") and k != "step_time_s")
+    record = {
+        "schema_version": results.SCHEMA_VERSION,
+        "status": status,
+        "error": error,
+        "run": {
+            "id": f"{cfg.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}",
+            "config_name": cfg.name,
+            "config_path": config_path,
+            "training_type": cfg.training_type,
+            "tier": cfg.tier,
+            "started_at": started_at,
+            "ended_at": _now(),
+            "duration_s": ended - t0,
+            "setup_s": (train_t0 - t0) if train_t0 else None,
+            "train_s": (ended - train_t0) if train_t0 else None,
+            "git_sha": git_sha(),
+            "steps_planned": cfg.train.max_steps,
+            "steps_completed": len(records),
+            "warmup_steps": cfg.train.warmup_steps,
+            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        },
+        "env": env,
+        "config": cfg.resolved(),
+        "config_hash": cfg.hash(),
+        "summary": results.summarize(series, phases),
+        "series": series,
+    }
+    results.write_json_atomic(out_dir / "metrics.json", record)
+    return record, EXIT_OK if status == "completed" else EXIT_CRASHED

@@ -1,0 +1,116 @@
+"""What every trainer adapter shares: TRL arguments from a canary config, model and LoRA loading.
+
+Adapters know TRL and the workload; they know nothing of compare, reports or GitHub.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import CanaryConfig
+from ..workload import sources
+
+
+class AdapterError(Exception):
+    """A config the trainer cannot run (an unknown TRL argument, a missing dependency)."""
+
+
+@dataclass
+class Workload:
+    """The inputs a trainer adapter builds from (resolved once by the runner)."""
+
+    config: CanaryConfig
+    tokenizer: Any
+    dataset: Any
+    out_dir: Path
+    use_cpu: bool
+    extras: dict = field(default_factory=dict)
+
+
+def common_args(cfg: CanaryConfig, out_dir: Path, use_cpu: bool) -> dict:
+    t = cfg.train
+    return dict(
+        output_dir=str(out_dir / "trainer"),
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        max_grad_norm=t.max_grad_norm if t.max_grad_norm is not None else 0.0,
+        warmup_steps=0,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        full_determinism=t.deterministic,
+        bf16=t.precision == "bf16",
+        fp16=t.precision == "fp16",
+        # TRL defaults checkpointing on (~40% slower on small models); transformers 5 names it
+        # activation_checkpointing and warns on the old name alone.
+        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,
+        use_cpu=use_cpu,
+        # Log every step and keep NaN/Inf: hiding a NaN loss is the opposite of a canary's job.
+        logging_steps=1,
+        logging_nan_inf_filter=False,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+
+
+def make_args(config_cls, cfg: CanaryConfig, out_dir: Path, use_cpu: bool, **specific) -> Any:
+    """The TRL config object: common arguments, then the type's own, then the user's `extra_args`."""
+    kwargs = common_args(cfg, out_dir, use_cpu) | specific | dict(cfg.section.extra_args)
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise AdapterError(f"{cfg.training_type}.extra_args: {unknown} are not arguments of "
+                           f"{config_cls.__module__}.{config_cls.__name__}")
+    try:
+        return config_cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise AdapterError(f"{config_cls.__name__} rejected the config: {e}") from None
+
+
+def peft_config(cfg: CanaryConfig):
+    lora = cfg.model.lora
+    if lora is None:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=lora.target_modules, task_type="CAUSAL_LM")
+
+
+def model_init_kwargs(cfg: CanaryConfig) -> dict:
+    kwargs: dict = {"dtype": "float32", "trust_remote_code": cfg.model.trust_remote_code}
+    q = cfg.model.quantization
+    if q is not None:
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise AdapterError(f"model.quantization: {q} needs the bitsandbytes package on a CUDA machine "
+                               "(pip install bitsandbytes), or remove model.quantization") from None
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = (BitsAndBytesConfig(load_in_4bit=True) if q == "4bit"
+                                         else BitsAndBytesConfig(load_in_8bit=True))
+    return kwargs
+
+
+def load_model(name: str, head: str, cfg: CanaryConfig):
+    """A model object (PPO needs objects; the other trainers take a path and model_init_kwargs)."""
+    import transformers
+
+    auto = (transformers.AutoModelForCausalLM if head == "causal"
+            else transformers.AutoModelForSequenceClassification)
+    kwargs = model_init_kwargs(cfg)
+    if head == "score":
+        kwargs["num_labels"] = 1
+    try:
+        return auto.from_pretrained(sources.model_path(name, head), **kwargs)
+    except OSError as e:
+        raise sources.WorkloadError(f"cannot load model '{name}': {e}") from None

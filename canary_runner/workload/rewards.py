@@ -1,0 +1,52 @@
+"""Synthetic rewards for GRPO/RLOO: cheap, deterministic, and with a signal a tiny model can move.
+
+TRL calls a reward function as `f(prompts=..., completions=..., **columns) -> list[float]`; for
+conversational data each completion is a list of messages.
+"""
+
+from __future__ import annotations
+
+import re
+
+TARGET_LENGTH = 24  # characters: about the length of the shipped answers
+
+
+def _text(completion) -> str:
+    if isinstance(completion, list):  # conversational: [{"role": "assistant", "content": ...}]
+        return "".join(m.get("content", "") for m in completion)
+    return completion
+
+
+def length(completions, **_) -> list[float]:
+    """1 at TARGET_LENGTH characters, falling linearly to 0 at twice that or at empty."""
+    return [max(0.0, 1.0 - abs(len(_text(c)) - TARGET_LENGTH) / TARGET_LENGTH) for c in completions]
+
+
+_SENTENCE = re.compile(r"^[A-Z0-9][^\n]*[.!?]$")
+
+
+def format(completions, **_) -> list[float]:  # noqa: A001 - the reward is called "format" in configs
+    """1 for one capitalised sentence ending in punctuation, 0.5 for any sentence end, else 0."""
+    scores = []
+    for c in completions:
+        t = _text(c).strip()
+        scores.append(1.0 if _SENTENCE.match(t) else 0.5 if t[-1:] in ".!?" else 0.0)
+    return scores
+
+
+def digits(completions, answer=None, **_) -> list[float]:
+    """Fraction of the reference answer's numbers that appear in the completion."""
+    answers = answer or [""] * len(completions)
+    scores = []
+    for c, ref in zip(completions, answers):
+        want = set(re.findall(r"\d+", ref or ""))
+        got = set(re.findall(r"\d+", _text(c)))
+        scores.append(len(want & got) / len(want) if want else 0.0)
+    return scores
+
+
+REWARD_FUNCS = {"length": length, "format": format, "digits": digits}
+
+
+def reward_funcs(names: list[str]):
+    return [REWARD_FUNCS[n] for n in names]

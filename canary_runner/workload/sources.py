@@ -1,0 +1,118 @@
+"""Where a canary's model, tokenizer and dataset come from: embedded, a local path, or the Hub.
+
+`embedded:*` names are built or read offline; anything else goes to `from_pretrained` /
+`load_dataset`, which take a Hub name (`EleutherAI/pythia-70m`, `Anthropic/hh-rlhf`) or a local
+directory alike.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import embedded
+from .make_data import DATA_DIR
+
+# The dataset each training type trains on, and the embedded default for it.
+DATASET_KIND = {"sft": "sft", "dpo": "preference", "reward": "preference",
+                "grpo": "prompts", "rloo": "prompts", "ppo": "prompts"}
+
+
+class WorkloadError(Exception):
+    """A model or dataset that cannot be loaded; the message says which and what to do."""
+
+
+def model_path(name: str, head: str = "causal") -> str:
+    """A path or Hub name that `from_pretrained` accepts."""
+    if embedded.is_embedded(name):
+        try:
+            return str(embedded.model_path(name, head))
+        except ValueError as e:
+            raise WorkloadError(str(e)) from None
+    return name
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model_path(name))
+    except OSError as e:
+        raise WorkloadError(f"cannot load tokenizer '{name}': {e}") from None
+    if tok.pad_token is None:  # pythia and most base models ship without one
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_dataset(name: str | None, training_type: str, split: str = "train", max_rows: int | None = None,
+                 fmt: str = "auto"):
+    """The training dataset for `training_type`, in the column layout TRL expects for it."""
+    import datasets
+
+    kind = DATASET_KIND[training_type]
+    name = name or f"embedded:{kind}"
+    try:
+        if embedded.is_embedded(name):
+            file = DATA_DIR / f"{name.removeprefix(embedded.PREFIX)}.jsonl"
+            if not file.is_file():
+                avail = ", ".join(f"embedded:{p.stem}" for p in sorted(DATA_DIR.glob("*.jsonl")))
+                raise WorkloadError(f"unknown embedded dataset '{name}'; available: {avail}")
+            ds = datasets.load_dataset("json", data_files=str(file), split="train")
+        elif Path(name).is_file():
+            suffix = Path(name).suffix.lstrip(".")
+            builder = {"jsonl": "json", "json": "json", "parquet": "parquet", "csv": "csv"}.get(suffix)
+            if builder is None:
+                raise WorkloadError(f"dataset file '{name}': unsupported type .{suffix} (use jsonl, parquet or csv)")
+            ds = datasets.load_dataset(builder, data_files=name, split="train")
+        else:
+            ds = datasets.load_dataset(name, split=split)
+    except WorkloadError:
+        raise
+    except Exception as e:  # datasets raises many types for "not found" / offline
+        raise WorkloadError(f"cannot load dataset '{name}' (split '{split}'): {type(e).__name__}: {e}") from None
+    if max_rows is not None and len(ds) > max_rows:
+        ds = ds.select(range(max_rows))
+    if fmt == "hh" or (fmt == "auto" and _looks_like_hh(ds)):
+        ds = ds.map(lambda row: from_hh(row, kind), remove_columns=ds.column_names)
+    _check_columns(ds, kind, name)
+    return ds
+
+
+_REQUIRED = {"sft": ({"messages"}, {"text"}, {"prompt", "completion"}),
+             "preference": ({"chosen", "rejected"},),
+             "prompts": ({"prompt"},)}
+
+
+def _check_columns(ds, kind: str, name: str) -> None:
+    cols = set(ds.column_names)
+    if not any(req <= cols for req in _REQUIRED[kind]):
+        wanted = " or ".join("+".join(sorted(r)) for r in _REQUIRED[kind])
+        raise WorkloadError(f"dataset '{name}' has columns {sorted(cols)}; a {kind} dataset needs {wanted} "
+                            "(set dataset.format: hh for Anthropic HH-style data)")
+
+
+def _looks_like_hh(ds) -> bool:
+    if set(ds.column_names) != {"chosen", "rejected"} or len(ds) == 0:
+        return False
+    first = ds[0]["chosen"]
+    return isinstance(first, str) and first.lstrip().startswith("Human:")
+
+
+_ASSISTANT = "\n\nAssistant:"
+
+
+def _split_hh(text: str) -> tuple[str, str]:
+    i = text.rfind(_ASSISTANT)
+    if i < 0:
+        return text, ""
+    return text[: i + len(_ASSISTANT)], text[i + len(_ASSISTANT):]
+
+
+def from_hh(row: dict, kind: str) -> dict:
+    """Anthropic HH transcripts ("\\n\\nHuman: ...\\n\\nAssistant: ...") to TRL's standard columns."""
+    prompt, chosen = _split_hh(row["chosen"])
+    if kind == "sft":
+        return {"text": row["chosen"].strip()}
+    if kind == "prompts":
+        return {"prompt": prompt.lstrip()}
+    _, rejected = _split_hh(row["rejected"])
+    return {"prompt": prompt.lstrip(), "chosen": chosen, "rejected": rejected}
