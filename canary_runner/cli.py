@@ -1,0 +1,176 @@
+"""The `canary` command line. Exit codes: 0 pass, 1 regression, 2 bad input or usage, 3 run crashed.
+
+User errors print one clear message (what is wrong, how to fix it) and never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from importlib import import_module
+from pathlib import Path
+
+from .config import ConfigError, load_config
+from .runner import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_OK
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def configs_dir() -> Path:
+    """Shipped configs: the repo's configs/ (a checkout, or the package's copy when installed)."""
+    for candidate in (REPO_ROOT / "configs", Path(__file__).resolve().parent / "configs"):
+        if candidate.is_dir():
+            return candidate
+    return REPO_ROOT / "configs"
+
+
+def resolve_config_path(name: str) -> Path:
+    """A path as given, or the name of a shipped config (`dpo_embedded`)."""
+    path = Path(name)
+    if path.exists() or path.suffix in (".yaml", ".yml"):
+        return path
+    shipped = configs_dir() / f"{name}.yaml"
+    return shipped if shipped.exists() else path
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
+    print(f"canary: error: {message}", file=sys.stderr)
+    return code
+
+
+# -- canary run ---------------------------------------------------------------------------------------
+
+
+def cmd_run(args) -> int:
+    path = resolve_config_path(args.config)
+    try:
+        cfg = load_config(path, args.set or [])
+    except ConfigError as e:
+        return fail(str(e))
+    out = Path(args.output or f"runs/{cfg.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
+    from .progress import RunProgress
+    from .runner import SetupError, run
+
+    _quiet_libraries(args.verbose)
+    with RunProgress(cfg, enabled=not args.no_progress) as progress:
+        try:
+            record, code = run(cfg, out, config_path=str(path), on_step=progress.step)
+        except SetupError as e:
+            return fail(f"{path}: {e}")
+    progress.print_summary(record, out)
+    return code
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    """Library warnings are noise in a CI log unless asked for."""
+    if verbose:
+        return
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    for name in ("transformers", "trl", "accelerate", "datasets", "peft"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+
+
+# -- canary env / configs -------------------------------------------------------------------------------
+
+
+def cmd_env(args) -> int:
+    from .collect.env import fingerprint
+
+    fp = fingerprint()
+    if args.json:
+        print(json.dumps(fp, indent=2))
+        return EXIT_OK
+    print(f"hardware_key  {fp['hardware_key']}")
+    print(f"cpu           {fp['cpu_model']} ({fp['cpu_count']} cores)")
+    gpu = fp["gpu"]
+    gpu_text = f"{gpu['count']} x {gpu['name']} (driver {gpu['driver']})" if gpu else "none"
+    print(f"gpu           {gpu_text}")
+    print(f"cuda/cudnn    {fp['cuda']} / {fp['cudnn']}   nccl {fp['nccl']}")
+    print(f"python        {fp['python']} on {fp['platform']}")
+    for pkg, version in fp["packages"].items():
+        print(f"{pkg:<13} {version or '-'}")
+    return EXIT_OK
+
+
+def cmd_configs(args) -> int:
+    import yaml
+
+    rows = []
+    for path in sorted(configs_dir().glob("*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            data = {}
+        model = (data.get("model") or {}).get("name", "embedded:tiny-llama")
+        rows.append((path.stem, data.get("training_type", "?"), data.get("tier", "smoke"), model))
+    width = max((len(r[0]) for r in rows), default=10)
+    print(f"{'config':<{width}}  type    tier     model")
+    for name, ttype, tier, model in rows:
+        print(f"{name:<{width}}  {ttype:<6}  {tier:<7}  {model}")
+    print(f"\n{len(rows)} configs in {configs_dir()}; run one with `canary run NAME`.")
+    return EXIT_OK
+
+
+# -- parser -------------------------------------------------------------------------------------------
+
+# Subcommands that live in their own packages: (name, module, help). Each module provides
+# add_arguments(parser) and main(args) -> exit code, so this file stays a thin dispatcher.
+EXTERNAL = [
+    ("compare", "canary_runner.compare.cli", "compare a run with a baseline and write comparison.json"),
+    ("calibrate", "canary_runner.compare.calibrate", "run a config N times and write thresholds fitted to this machine's noise"),
+    ("report", "canary_runner.report_cli", "render comparison.json as a PR comment, job summary, check output or markdown"),
+    ("baseline", "canary_runner.baselines.cli", "pull, push or show baselines (path:, branch:, artifact:)"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="canary", description="RLHF training canaries: run, compare, report.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="train a canary config and write metrics.json")
+    p.add_argument("config", help="a config file, or the name of a shipped config (see `canary configs`)")
+    p.add_argument("-o", "--output", help="run directory (default: runs/<config>-<UTC time>)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. train.max_steps=10")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (still prints the summary)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show library warnings")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("env", help="print the environment fingerprint")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_env)
+
+    p = sub.add_parser("configs", help="list the shipped configs")
+    p.set_defaults(func=cmd_configs)
+
+    for name, module, help_text in EXTERNAL:
+        try:
+            mod = import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name and module.startswith(e.name):
+                continue  # that part of the tool is not installed in this build
+            raise
+        p = sub.add_parser(name, help=help_text)
+        mod.add_arguments(p)
+        p.set_defaults(func=mod.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return fail("interrupted", EXIT_CRASHED)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
