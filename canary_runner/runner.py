@@ -80,8 +80,12 @@ def _device(cfg: CanaryConfig):
     return None
 
 
-def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_step=None) -> tuple[dict, int]:
-    """Train the canary and write `out_dir/metrics.json`. Returns (record, exit code)."""
+def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_step=None,
+        callbacks=()) -> tuple[dict, int]:
+    """Train the canary and write `out_dir/metrics.json`. Returns (record, exit code).
+
+    `callbacks` are extra TrainerCallbacks (benchmarks inject slowdowns, tests inject faults).
+    """
     started_at, t0 = _now(), time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -124,6 +128,8 @@ def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_ste
                 # The collector reports progress; the Trainer's own printing of every log would flood CI logs.
                 trainer.remove_callback(transformers.PrinterCallback)
                 trainer.remove_callback(transformers.trainer_callback.ProgressCallback)
+                for cb in callbacks:
+                    trainer.add_callback(cb)
             except (sources.WorkloadError, AdapterError, SetupError) as e:
                 if collector is not None:
                     collector.close()
