@@ -121,6 +121,13 @@ def strip_credentials(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+def _adapter() -> HTTPAdapter:
+    # Connection-level failures (refused, reset, DNS) are retried by urllib3; HTTP statuses are
+    # retried by `GitHubClient.request`, which knows GitHub's rate-limit headers and the wait budget.
+    return HTTPAdapter(max_retries=Retry(total=3, connect=3, read=2, status=0, other=0, backoff_factor=0.5,
+                                         raise_on_status=False))
+
+
 # ---------------------------------------------------------------------------------------------- client
 class GitHubClient:
     """GitHub REST API client for one repository.
@@ -161,20 +168,15 @@ class GitHubClient:
             "X-GitHub-Api-Version": API_VERSION,
             "User-Agent": _user_agent(),
         })
-        # Connection-level failures (refused, reset, DNS) are retried by urllib3; HTTP statuses are
-        # retried by `request` below, which knows GitHub's rate-limit headers and the wait budget.
-        adapter = HTTPAdapter(max_retries=Retry(
-            total=3, connect=3, read=2, status=0, other=0, backoff_factor=0.5, raise_on_status=False,
-        ))
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        for scheme in ("http://", "https://"):
+            self.session.mount(scheme, _adapter())
         if self._token:
             self.session.auth = _TokenAuth(self._token, self._origin)
         # A separate, credential-free session for redirects to other hosts (artifact blob storage).
         self._bare = requests.Session()
         self._bare.headers["User-Agent"] = _user_agent()
-        self._bare.mount("https://", adapter)
-        self._bare.mount("http://", adapter)
+        for scheme in ("http://", "https://"):
+            self._bare.mount(scheme, _adapter())
 
     def __repr__(self) -> str:
         return f"GitHubClient(api_url={self.api_url!r}, repo={self.repo!r}, token={'***' if self._token else None})"
@@ -234,6 +236,8 @@ class GitHubClient:
         if session is self.session and (urlsplit(url).scheme, urlsplit(url).netloc) != self._origin:
             raise ValueError(f"refusing to send API credentials to another origin: {strip_credentials(url)}")
         safe_url = strip_credentials(url)
+        if session is not self.session:
+            safe_url = safe_url.split("?", 1)[0]  # pre-signed URLs carry their credential in the query
         waited = 0.0
         attempt = 0
         while True:
@@ -262,7 +266,12 @@ class GitHubClient:
         h = resp.headers
         if status >= 500:
             # Gateway errors and GitHub's occasional 500s are transient; GitHub advises retrying.
-            return self.retry.backoff(attempt), "server error"
+            # Retrying a POST may repeat it; for the few POSTs here (comment, check run, status)
+            # a rare duplicate is cheaper than a lost verdict.
+            try:
+                return max(0.0, float(h["retry-after"])), "server error"
+            except (KeyError, ValueError):
+                return self.retry.backoff(attempt), "server error"
         if status not in (403, 429):
             return None, ""
         message = _message_of(resp).lower()

@@ -126,10 +126,16 @@ def upsert_sticky_comment(client: GitHubClient, issue_number: int, body: str, ma
     try:
         login = resolve_login(client, login)
         existing = find_sticky_comment(client, issue_number, marker, login)
+        data = None
         if existing:
-            data = client.patch_json(client.repo_path(f"issues/comments/{existing['id']}"), {"body": body})
-            result = ChannelResult("comment", "updated", data.get("id"), data.get("html_url"))
-        else:
+            try:
+                data = client.patch_json(client.repo_path(f"issues/comments/{existing['id']}"), {"body": body})
+                result = ChannelResult("comment", "updated", data.get("id"), data.get("html_url"))
+            except PermissionDenied as exc:
+                if exc.status != 404:
+                    raise
+                log.info("canary comment %s vanished while updating it; creating a new one", existing["id"])
+        if data is None:
             data = client.post_json(client.repo_path(f"issues/{int(issue_number)}/comments"), {"body": body})
             result = ChannelResult("comment", "created", data.get("id"), data.get("html_url"))
     except PermissionDenied as exc:
@@ -176,7 +182,7 @@ def start_check_run(client: GitHubClient, head_sha: str, name: str, *, title: st
     if external_id:
         body["external_id"] = external_id
     if title or summary:
-        body["output"] = _check_output(title or name, summary or "", None, ())
+        body["output"] = _check_output(title or name, summary or title or name, None, ())
     try:
         data = client.post_json(client.repo_path("check-runs"), body)
     except PermissionDenied as exc:
