@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import datetime, timezone
 from importlib import import_module
@@ -56,7 +57,12 @@ def cmd_run(args) -> int:
     _quiet_libraries(args.verbose)
     with RunProgress(cfg, enabled=not args.no_progress) as progress:
         try:
-            record, code = run(cfg, out, config_path=str(path), on_step=progress.step)
+            if cfg.distributed.nproc_per_node > 1 and "RANK" not in os.environ:
+                from .distributed import launch
+
+                record, code = launch(cfg, out, config_path=str(path), on_step=progress.step)
+            else:
+                record, code = run(cfg, out, config_path=str(path), on_step=progress.step)
         except SetupError as e:
             return fail(f"{path}: {e}")
     progress.print_summary(record, out)

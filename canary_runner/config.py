@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .thresholds import Thresholds
+
 TrainingType = Literal["sft", "dpo", "ppo", "grpo", "rloo", "reward"]
 Tier = Literal["smoke", "perf", "nightly"]
 TRAINING_TYPES: tuple[str, ...] = TrainingType.__args__
@@ -81,6 +83,13 @@ class TrainConfig(Strict):
         return self
 
 
+class DistributedConfig(Strict):
+    """Several processes per node, launched through torchrun (gloo on CPU, nccl on GPUs)."""
+
+    nproc_per_node: int = Field(1, ge=1, le=64)
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+
+
 class SFTSection(Strict):
     packing: bool = False
     extra_args: dict[str, Any] = Field(default_factory=dict, description="Passed to trl.SFTConfig as is.")
@@ -134,12 +143,15 @@ class CanaryConfig(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     sft: SFTSection | None = None
     dpo: DPOSection | None = None
     ppo: PPOSection | None = None
     grpo: GRPOSection | None = None
     rloo: RLOOSection | None = None
     reward: RewardSection | None = None
+    thresholds: Thresholds | None = Field(
+        None, description="Inline per-check threshold overrides for `canary compare` (see canary_runner/thresholds.py).")
 
     @model_validator(mode="after")
     def _section_matches_type(self):
@@ -153,6 +165,8 @@ class CanaryConfig(Strict):
             raise ValueError(
                 f"training_type is '{self.training_type}' but the config also has section(s) {others}; remove them"
             )
+        if self.training_type == "ppo" and self.distributed.strategy == "fsdp" and self.distributed.nproc_per_node > 1:
+            raise ValueError("distributed.strategy 'fsdp' is not supported by TRL's PPO trainer; use 'ddp'")
         return self
 
     @property

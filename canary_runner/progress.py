@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -40,7 +41,7 @@ class RunProgress:
         self.progress = None
         if enabled and self.console.is_terminal:
             self.progress = Progress(
-                TextColumn(f"[bold]{cfg.name}[/]"), BarColumn(), MofNCompleteColumn(),
+                TextColumn(f"[bold]{escape(cfg.name)}[/]"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=self.console, transient=True,
             )
             self.task = self.progress.add_task("train", total=cfg.train.max_steps, info="setting up")
@@ -63,7 +64,7 @@ class RunProgress:
         s, run = record["summary"], record["run"]
         status = record["status"]
         colour = "green" if status == "completed" else "red"
-        t = Table(title=f"{run['config_name']} ({run['training_type']}, {run['tier']}): [{colour}]{status}[/]",
+        t = Table(title=f"{escape(run['config_name'])} ({run['training_type']}, {run['tier']}): [{colour}]{status}[/]",
                   show_header=False, title_justify="left")
         t.add_column(style="bold")
         t.add_column()
@@ -77,6 +78,10 @@ class RunProgress:
         for dev in mem["devices"]:
             t.add_row(f"memory {dev['device']}", f"allocated {dev['max_allocated_mb']:.0f} MB, reserved {dev['max_reserved_mb']:.0f} MB")
         t.add_row("memory (RssAnon)", f"peak {_fmt(mem['cpu_rss_anon_mb'], ' MB')}")
+        dist = s.get("distributed")
+        if dist:
+            t.add_row("ranks", f"{dist['world_size']} x {dist['strategy']}: median step max {_fmt(dist['step_time_median_max_s'], ' s')}, "
+                      f"straggler ratio {_fmt(dist['straggler_ratio'])}, peak memory max {_fmt(dist['peak_memory_max_mb'], ' MB')}")
         t.add_row("loss", f"first {_fmt(s['loss']['first'])}, final {_fmt(s['loss']['final'])}, min {_fmt(s['loss']['min'])}")
         nan = s["nan_inf"]
         t.add_row("NaN/Inf", "none" if not nan["total"] else f"{nan['total']} (first at step {nan['first_step']} in {nan['first_metric']})")
@@ -85,6 +90,7 @@ class RunProgress:
                 t.add_row(key, _fmt(s["last"][key]))
         t.add_row("time", f"setup {_fmt(run['setup_s'], ' s')}, train {_fmt(run['train_s'], ' s')}")
         if record.get("error"):
-            t.add_row("error", f"[red]{record['error']['type']}: {record['error']['message']}[/]")
+            err = record["error"]
+            t.add_row("error", f"[red]{escape(err['type'])}: {escape(err['message'])}[/]")
         self.out.print(t)
         self.out.print(f"metrics: {out_dir / 'metrics.json'}")

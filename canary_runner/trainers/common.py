@@ -6,6 +6,7 @@ Adapters know TRL and the workload; they know nothing of compare, reports or Git
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,23 @@ class Workload:
     extras: dict = field(default_factory=dict)
 
 
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def distributed_args(cfg: CanaryConfig) -> dict:
+    if world_size() == 1:
+        return {}
+    if cfg.distributed.strategy == "fsdp":
+        # Wraps each transformer block (the model's _no_split_modules), the usual LLM setup.
+        return {"fsdp": "full_shard auto_wrap"}
+    # LoRA leaves most parameters frozen; DDP's unused-parameter search then only costs time.
+    return {"ddp_find_unused_parameters": False} if cfg.model.lora else {}
+
+
 def common_args(cfg: CanaryConfig, out_dir: Path, use_cpu: bool) -> dict:
     t = cfg.train
-    return dict(
+    return distributed_args(cfg) | dict(
         output_dir=str(out_dir / "trainer"),
         max_steps=t.max_steps,
         per_device_train_batch_size=t.per_device_batch_size,

@@ -5,12 +5,10 @@ PPO's loop is its own (not the HF Trainer's): it ignores `max_steps` (its length
 dataset already tokenized with left padding.
 """
 
-import os
-
 import torch
 from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-from .common import AdapterError, Workload, load_model, make_args, peft_config
+from .common import AdapterError, Workload, load_model, make_args, peft_config, world_size
 from ..workload import embedded
 
 
@@ -38,7 +36,7 @@ def build(w: Workload, collector):
     value_name = cfg.model.value_model or reward_name
     peft = peft_config(cfg)
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     t = cfg.train
     batch = t.per_device_batch_size * t.gradient_accumulation_steps * s.num_mini_batches * world
     args = make_args(
