@@ -1,0 +1,92 @@
+"""`canary report COMPARISON --format comment|summary|check|markdown [-o FILE]`.
+
+Light imports only: the `canary` command imports this module to build its parser.
+Exit codes: 0 written, 2 bad input (missing or corrupt comparison.json, unwritable output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+FORMATS = ("comment", "summary", "check", "markdown")
+EXIT_OK, EXIT_BAD_INPUT = 0, 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("comparison", help="the comparison.json written by `canary compare` (or its directory)")
+    parser.add_argument("-f", "--format", choices=FORMATS, default="comment",
+                        help="comment: the sticky PR comment (<= 65,536 chars); summary: the job summary; "
+                             "check: the check run's output as JSON; markdown: the full report for a file "
+                             "(default: comment)")
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="write here (default: standard output; for markdown, report.md next to comparison.json)")
+    parser.add_argument("--run-url", metavar="URL", help="link to the workflow run")
+    parser.add_argument("--artifact-url", metavar="URL", help="link to the run's artifacts")
+    parser.add_argument("--report-path", metavar="PATH",
+                        help="where the full report lives, named when a comment is shortened to fit")
+    parser.add_argument("--config-path", metavar="PATH",
+                        help="file the check annotations point at (default: the run's config path)")
+    parser.add_argument("--plots-dir", metavar="DIR",
+                        help="write PNG plots of the curves here (default for markdown: the directory of "
+                             "comparison.json; other formats write plots only when this is given)")
+    parser.add_argument("--no-plots", action="store_true", help="write no PNG plots")
+
+
+def _error(message: str) -> int:
+    print(f"canary: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _relative(path: Path, start: Path) -> str:
+    from urllib.parse import quote
+
+    return quote(Path(os.path.relpath(path.resolve(), start.resolve())).as_posix())
+
+
+def main(args) -> int:
+    from . import report
+
+    source = Path(args.comparison)
+    try:
+        comparison = report.load_comparison(source)
+    except report.ReportInputError as e:
+        return _error(str(e))
+    source_dir = source if source.is_dir() else source.parent
+    output = Path(args.output) if args.output else (source_dir / "report.md" if args.format == "markdown" else None)
+    links = {"run_url": args.run_url, "artifact_url": args.artifact_url, "report_path": args.report_path}
+
+    plots = []
+    plots_dir = args.plots_dir or (str(source_dir) if args.format == "markdown" else None)
+    if plots_dir and not args.no_plots and comparison.get("curves"):
+        from .plots import write_plots
+
+        try:
+            plots = write_plots(comparison, plots_dir)
+        except OSError as e:
+            return _error(f"{plots_dir}: cannot write plots ({e.strerror or e}). Pass a writable --plots-dir or --no-plots.")
+
+    if args.format == "markdown":
+        base = (output or source_dir / "report.md").parent
+        text = report.render_markdown(comparison, plots=[(m, _relative(p, base)) for m, p in plots], **links)
+    elif args.format == "check":
+        text = report.render(comparison, "check", config_path_override=args.config_path, **links)
+    else:
+        text = report.render(comparison, args.format, **links)
+
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return EXIT_OK
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(f".{output.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, output)
+    except OSError as e:
+        return _error(f"{output}: cannot write the report ({e.strerror or e}).")
+    print(f"{args.format} report: {output}" + (f" ({len(plots)} plots in {plots_dir})" if plots else ""),
+          file=sys.stderr)
+    return EXIT_OK

@@ -1,0 +1,108 @@
+"""GitHub's limits: a comment of at most 65,536 characters and check output of at most 65,535, even for
+a comparison with hundreds of metrics; the verdict and the failed checks survive the trimming."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+from canary_runner import report
+from canary_runner.results import decode
+
+from .conftest import LINKS, load_fixture
+from .mdcheck import headings, inertness_problems, tables, visible_text
+
+
+def big_comparison(n_metrics=600, n_checks=250, n_fail=12, n_warn=8, steps=3000, title_len=40):
+    c = copy.deepcopy(load_fixture("handmade-fail"))
+    template = c["checks"][1]  # perf.step_time
+    checks = []
+    for i in range(n_checks):
+        ch = copy.deepcopy(template)
+        status = "fail" if i < n_fail else ("warn" if i < n_fail + n_warn else "pass")
+        ch.update(id=f"perf.metric_{i}", title=f"Metric {i:04d} " + "x" * title_len, status=status,
+                  reason=f"metric {i} moved " + "because " * 30)
+        checks.append(ch)
+    c["checks"] = checks
+    c["counts"] = {"pass": n_checks - n_fail - n_warn, "warn": n_warn, "fail": n_fail, "skip": 0}
+    c["metrics"] = {f"custom/metric_{i:04d}/with/a/long/name": {"baseline": i * 1.5, "current": i * 1.6}
+                    for i in range(n_metrics)}
+    c["config_diff"] = [{"path": f"trainer.extra_args.option_{i}", "baseline": i, "current": i + 1} for i in range(200)]
+    c["environment"]["changes"] = [{"field": f"packages.pkg{i}", "baseline": "1.0", "current": "2.0"} for i in range(120)]
+    c["diagnosis"] = [{"rank": r + 1, "cause": f"cause {r} " + "y" * 200, "evidence": ["e " * 150] * 10,
+                       "next_steps": ["n " * 150] * 5, "checks": [f"perf.metric_{r}"]} for r in range(15)]
+    series = list(range(1, steps + 1))
+    c["curves"] = {f"custom/metric_{i:04d}": {"baseline": {"step": series, "value": [0.5] * steps},
+                                               "current": {"step": series, "value": [0.6] * steps}}
+                   for i in range(100)}
+    c["curves"]["loss"] = {"baseline": {"step": series, "value": [1 / s for s in series]},
+                           "current": {"step": series, "value": [1.1 / s for s in series]}}
+    return c
+
+
+def test_hundreds_of_metrics_fit_in_a_comment():
+    c = big_comparison()
+    full = report.render_summary(c, **LINKS)
+    assert len(full) > report.COMMENT_LIMIT  # the point of the test: it would not fit untrimmed
+    text = report.render_comment(c, **LINKS)
+    assert len(text) <= report.COMMENT_LIMIT
+    assert text.startswith(report.marker("dpo_embedded") + "\n")
+    assert "failed: 12 failed, 8 warned" in headings(text)[0]
+    visible = visible_text(text)
+    assert "Shortened to fit GitHub's size limit: left out the full metric list" in visible
+    assert "canary-report/report.md" in visible
+    regression = tables(text)[0]
+    shown = set(regression.column("Check"))
+    for ch in c["checks"]:
+        if ch["status"] in ("fail", "warn"):
+            assert ch["title"] in shown
+    assert inertness_problems(text, links={LINKS["run_url"], LINKS["artifact_url"]}) == []
+
+
+def test_mermaid_charts_are_downsampled():
+    c = big_comparison()
+    text = report.render_summary(c)
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith("x-axis"))
+    assert line.count(",") + 1 == report.CHART_POINTS
+    assert '"3000"' in line  # the last step is on the axis
+
+
+def test_check_output_fits():
+    out = report.render_check(big_comparison(), **LINKS)
+    assert len(out["summary"]) <= report.CHECK_LIMIT and len(out["text"]) <= report.CHECK_LIMIT
+    assert "failed" in out["title"]
+    assert "Metric 0000" in out["summary"]
+    assert len(out["annotations"]) == 20
+    json.dumps(out)
+
+
+def test_even_thousands_of_failures_fit():
+    """The last resort: cut at a line, keep the marker and the headline, say where the rest is."""
+    c = big_comparison(n_checks=1000, n_fail=1000, n_warn=0, title_len=110)
+    text = report.render_comment(c, report_path="out/report.md")
+    assert len(text) <= report.COMMENT_LIMIT
+    assert text.startswith(report.marker("dpo_embedded"))
+    assert "failed: 1000 failed, 0 warned" in headings(text)[0]
+    assert "The full report is in out/report.md" in visible_text(text)
+    check = report.render_check(c)
+    assert len(check["summary"]) <= report.CHECK_LIMIT and len(check["text"]) <= report.CHECK_LIMIT
+
+
+def test_tiny_limit_still_keeps_the_marker():
+    c = load_fixture("handmade-fail")
+    text = report.render_comment(c, limit=2000)
+    assert len(text) <= 2000 and text.startswith(report.marker("dpo_embedded"))
+    assert "failed" in text.splitlines()[1]
+
+
+def test_summary_limit_is_in_bytes():
+    c = big_comparison()
+    text = report.render_summary(c, limit_bytes=100_000)
+    assert len(text.encode("utf-8")) <= 100_000
+
+
+def test_decoded_and_encoded_inputs_render_the_same():
+    c = load_fixture("handmade-crashed")
+    from canary_runner.results import encode
+
+    assert report.render_comment(encode(c)) == report.render_comment(decode(encode(c)))
