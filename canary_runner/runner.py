@@ -80,6 +80,32 @@ def _device(cfg: CanaryConfig):
     return None
 
 
+def build_trainer(cfg: CanaryConfig, out_dir: Path, collector, device=None):
+    """Workload and TRL trainer for `cfg`, instrumented by `collector`. Bad input raises SetupError."""
+    from .trainers import adapter
+    from .trainers.common import AdapterError, Workload
+    from .workload import sources
+
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.set_seed(cfg.seed)
+    try:
+        tokenizer = sources.load_tokenizer(cfg.model.tokenizer or cfg.model.name)
+        dataset = sources.load_dataset(cfg.dataset.name, cfg.training_type, cfg.dataset.split,
+                                       cfg.dataset.max_rows, cfg.dataset.format)
+        w = Workload(cfg, tokenizer, dataset, Path(out_dir), use_cpu=device is None)
+        trainer = adapter(cfg.training_type).build(w, collector)
+    except (sources.WorkloadError, AdapterError) as e:
+        raise SetupError(str(e)) from None
+    # The collector reports progress; the Trainer's own printing of every log would flood CI logs.
+    trainer.remove_callback(transformers.PrinterCallback)
+    trainer.remove_callback(transformers.trainer_callback.ProgressCallback)
+    return trainer
+
+
 def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_step=None,
         callbacks=()) -> tuple[dict, int]:
     """Train the canary and write `out_dir/metrics.json`. Returns (record, exit code).
@@ -96,16 +122,9 @@ def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_ste
     from .collect.collector import CanaryTimeout, StepCollector, to_series
     from .collect.env import fingerprint
     from .trainers import adapter
-    from .trainers.common import AdapterError, Workload
-    from .workload import sources
 
-    import datasets
     import torch
-    import transformers
 
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.set_seed(cfg.seed)
     env = fingerprint()
     module = adapter(cfg.training_type)
     status, error, trainer = "completed", None, None
@@ -115,25 +134,18 @@ def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_ste
         try:
             try:
                 device = _device(cfg)
-                tokenizer = sources.load_tokenizer(cfg.model.tokenizer or cfg.model.name)
-                dataset = sources.load_dataset(cfg.dataset.name, cfg.training_type, cfg.dataset.split,
-                                               cfg.dataset.max_rows, cfg.dataset.format)
                 collector = StepCollector(
                     out_dir / "steps.jsonl", cfg.train.warmup_steps, cfg.train.timeout_s, deadline_from=t0,
                     device=device, on_step=on_step,
                     derive=(lambda r: module.derive(r, cfg)) if hasattr(module, "derive") else None,
                 )
-                w = Workload(cfg, tokenizer, dataset, out_dir, use_cpu=device is None)
-                trainer = module.build(w, collector)
-                # The collector reports progress; the Trainer's own printing of every log would flood CI logs.
-                trainer.remove_callback(transformers.PrinterCallback)
-                trainer.remove_callback(transformers.trainer_callback.ProgressCallback)
+                trainer = build_trainer(cfg, out_dir, collector, device)
                 for cb in callbacks:
                     trainer.add_callback(cb)
-            except (sources.WorkloadError, AdapterError, SetupError) as e:
+            except SetupError:
                 if collector is not None:
                     collector.close()
-                raise SetupError(str(e)) from None
+                raise
             if cfg.train.gc_freeze:
                 # Setup leaves ~400k long-lived objects; without freezing, every full collection walks
                 # them and step time measures the import footprint (PPO calls gc.collect() twice a step).

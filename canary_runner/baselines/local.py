@@ -36,3 +36,34 @@ def read_path_baseline(root: Path, *, config_name: str, hardware_key: str, histo
         entries = sorted(hist.glob("*.json"), reverse=True)[:history] if hist.is_dir() else []
         runs += [_read(p) for p in entries]
     return select(runs, source=source, config_name=config_name, hardware_key=hardware_key, searched=str(root))
+
+
+def write_path_baseline(root: Path, metrics_raw: bytes, *, keep_history: int = 10, timestamp: str | None = None,
+                        commit_sha: str | None = None) -> Path:
+    """Store a run as the baseline under `root` in the branch layout (`<config>/<hardware>/metrics.json`
+    plus a bounded `history/`), e.g. for a directory kept with actions/cache. Returns the file written."""
+    import os
+    import tempfile
+    import time
+
+    run = parse_run(metrics_raw, "the new baseline")
+    if not run.config_name or not run.hardware_key:
+        raise BaselineError("the new baseline has no run.config_name or env.hardware_key; refusing to file it")
+    if keep_history < 1:
+        raise ValueError("keep_history must be at least 1")
+    folder = Path(root) / path_segment(run.config_name) / path_segment(run.hardware_key)
+    stamp = timestamp or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    sha = commit_sha or ((run.metrics.get("run") or {}).get("git_sha")) or "unknown"
+    hist = folder / HISTORY_DIR
+    try:
+        hist.mkdir(parents=True, exist_ok=True)
+        for dest in (hist / f"{stamp}-{path_segment(str(sha)[:12])}.json", folder / METRICS_FILE):
+            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(metrics_raw)
+            os.replace(tmp, dest)  # readers see the old file or the new one, never half of one
+        for old in sorted(hist.glob("*.json"))[:-keep_history]:
+            old.unlink(missing_ok=True)
+    except OSError as exc:
+        raise BaselineError(f"cannot write baseline under {root}: {exc.strerror or exc}") from None
+    return folder / METRICS_FILE

@@ -76,8 +76,10 @@ class StepCollector(TrainerCallback):
     def add_phase(self, name: str, seconds: float) -> None:
         self._phases[name] = self._phases.get(name, 0.0) + seconds
 
-    def add_grad_norm(self, value: float) -> None:
-        self._grad_norms.append(value)
+    def watch_grad_norm(self, optimizer) -> None:
+        """Record the total gradient norm before every optimizer step (for trainers that do not log it)."""
+        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
+        inner.register_step_pre_hook(lambda opt, *_: self._grad_norms.append(_total_grad_norm(opt)))
 
     def time_method(self, obj, name: str, phase: str, count=None):
         """Wrap `obj.name` so the time spent in it counts towards `phase` (and its output towards
@@ -184,6 +186,15 @@ class StepCollector(TrainerCallback):
         self._flush()
         self._stream.close()
         return self.records
+
+
+def _total_grad_norm(optimizer) -> float:
+    import torch
+
+    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if not grads:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
 
 
 def _encode_floats(rec: dict) -> dict:

@@ -5,7 +5,6 @@ PPO's loop is its own (not the HF Trainer's): it ignores `max_steps` (its length
 dataset already tokenized with left padding.
 """
 
-import torch
 from trl.experimental.ppo import PPOConfig, PPOTrainer
 
 from .common import AdapterError, Workload, load_model, make_args, peft_config, world_size
@@ -68,20 +67,12 @@ def build(w: Workload, collector):
     pad = tokenizer.pad_token_id
     collector.time_method(generator, "generate", "generation",
                           count=lambda out: int((_sequences(out) != pad).sum()))
-    inner = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate wraps the torch optimizer
-    inner.register_step_pre_hook(lambda opt, *_: collector.add_grad_norm(_grad_norm(opt)))
+    collector.watch_grad_norm(trainer.optimizer)  # PPO neither clips nor logs it
     return trainer
 
 
 def _sequences(out):
     return out.sequences if hasattr(out, "sequences") else out
-
-
-def _grad_norm(optimizer) -> float:
-    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-    if not grads:
-        return 0.0
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
 
 
 def derive(record: dict, cfg) -> None:

@@ -1,0 +1,825 @@
+"""The GitHub Action: inputs and event -> run -> baseline -> compare -> report -> publish -> outputs.
+
+GitHub runs the container with the action's inputs as `INPUT_<NAME>` variables (upper-cased, hyphens
+kept: `INPUT_GITHUB-TOKEN`), the event payload at `$GITHUB_EVENT_PATH`, and two files to append to:
+`$GITHUB_OUTPUT` (step outputs) and `$GITHUB_STEP_SUMMARY` (the job summary). Workflow commands
+(`::error::`, `::warning::`, `::group::`) go to standard output.
+
+What this module guarantees, in order of importance:
+- bad inputs stop before any training, with one `::error::` per problem, and exit 2;
+- the check run is opened `in_progress` before training and always completed, also when the run or this
+  action crashed (conclusion failure, with the error);
+- the report is written to a file and to the job summary before anything is published, so a GitHub API
+  that refuses (fork PRs, read-only tokens, outages) loses nothing; every refusal is said in the log;
+- the token is read once, removed from the environment (training code never sees it), never printed;
+- the exit code follows the verdict and `fail-on`: 0 pass, 1 regression, 2 bad input, 3 crashed.
+
+Stdlib and light imports only at the top: torch is imported by the runner, only when training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_CRASHED = 0, 1, 2, 3
+MODES = ("pr", "update-baseline", "run-only")
+FAIL_ON = ("fail", "warn", "never")
+TIERS = ("smoke", "perf", "nightly")
+DEFAULT_BASELINE = "branch:canary-baselines"
+SUMMARY_LIMIT_BYTES = 1 << 20  # GitHub: 1 MiB per step summary
+TOKEN_INPUTS = ("INPUT_GITHUB-TOKEN", "INPUT_GITHUB_TOKEN")
+
+# The action's inputs and their defaults; tests check that action.yml declares the same.
+INPUT_DEFAULTS: dict[str, str] = {
+    "config": "",
+    "tier": "",
+    "baseline": DEFAULT_BASELINE,
+    "mode": "pr",
+    "metrics": "",
+    "thresholds": "",
+    "github-token": "",  # action.yml: ${{ github.token }}
+    "comment": "true",
+    "check-name": "",
+    "fail-on": "fail",
+    "output-dir": "",
+}
+OUTPUTS = ("verdict", "metrics-path", "comparison-path", "report-path", "failed-checks")
+
+log = logging.getLogger("canary_runner.action")
+
+
+class InputError(Exception):
+    """One or more bad inputs (exit 2). `problems` holds one user-facing line each."""
+
+    def __init__(self, *problems: str):
+        self.problems = [p for p in problems if p]
+        super().__init__("; ".join(self.problems))
+
+
+# ============================================================================ workflow commands and files
+def escape_data(value: Any) -> str:
+    """A workflow command's message: `%`, CR and LF escaped (GitHub's rules), so text cannot end the
+    command early or inject another one."""
+    return str(value).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(value: Any) -> str:
+    """A workflow command's property value: also `:` and `,`, which separate properties."""
+    return escape_data(value).replace(":", "%3A").replace(",", "%2C")
+
+
+class Workflow:
+    """Talks to the runner: workflow commands on stdout, $GITHUB_OUTPUT, $GITHUB_STEP_SUMMARY."""
+
+    def __init__(self, env: dict[str, str] | os._Environ, stream: TextIO | None = None):
+        self.out = stream or sys.stdout
+        self.output_file = env.get("GITHUB_OUTPUT") or None
+        self.summary_file = env.get("GITHUB_STEP_SUMMARY") or None
+        self.summary_bytes = 0
+        self.outputs: dict[str, str] = {}
+
+    def command(self, name: str, message: str = "", **props: Any) -> None:
+        props_text = ",".join(f"{k}={escape_property(v)}" for k, v in props.items() if v not in (None, ""))
+        self.out.write(f"::{name}{' ' + props_text if props_text else ''}::{escape_data(message)}\n")
+        self.out.flush()
+
+    def error(self, message: str, **props: Any) -> None:
+        self.command("error", message, **props)
+
+    def warning(self, message: str, **props: Any) -> None:
+        self.command("warning", message, **props)
+
+    def notice(self, message: str, **props: Any) -> None:
+        self.command("notice", message, **props)
+
+    def group(self, title: str) -> None:
+        self.command("group", title)
+
+    def endgroup(self) -> None:
+        self.command("endgroup")
+
+    def set_output(self, name: str, value: Any) -> None:
+        """Append `name` to $GITHUB_OUTPUT with the heredoc syntax: safe for any value, multiline included."""
+        value = "" if value is None else str(value)
+        self.outputs[name] = value
+        if not self.output_file:
+            log.info("output %s=%s", name, value)
+            return
+        delimiter = f"ghadelimiter_{uuid.uuid4()}"
+        while delimiter in value:
+            delimiter = f"ghadelimiter_{uuid.uuid4()}"
+        try:
+            with open(self.output_file, "a", encoding="utf-8") as fh:
+                fh.write(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
+        except OSError as exc:
+            log.warning("could not write step output %s to $GITHUB_OUTPUT: %s", name, exc)
+
+    def append_summary(self, markdown: str) -> bool:
+        """Append to the job summary, within GitHub's 1 MiB per step (cut at a line, saying so)."""
+        if not self.summary_file:
+            return False
+        data = markdown if markdown.endswith("\n") else markdown + "\n"
+        room = SUMMARY_LIMIT_BYTES - self.summary_bytes
+        if len(data.encode("utf-8")) > room:
+            note = "\n… (cut to fit GitHub's 1 MiB job summary limit; the full report is in the run's files)\n"
+            budget = max(0, room - len(note.encode("utf-8")))
+            cut = data.encode("utf-8")[:budget].decode("utf-8", "ignore")
+            data = (cut[: cut.rfind("\n") + 1] if "\n" in cut else "") + note
+            if len(data.encode("utf-8")) > room:
+                return False
+        try:
+            with open(self.summary_file, "a", encoding="utf-8") as fh:
+                fh.write(data)
+        except OSError as exc:
+            log.warning("could not write the job summary: %s", exc)
+            return False
+        self.summary_bytes += len(data.encode("utf-8"))
+        return True
+
+
+# ====================================================================================== inputs
+@dataclass
+class Inputs:
+    config: str = ""
+    tier: str = ""
+    baseline: str = DEFAULT_BASELINE
+    mode: str = "pr"
+    metrics: str = ""
+    thresholds: str = ""
+    token: str | None = field(default=None, repr=False)
+    comment: bool = True
+    check_name: str = ""
+    fail_on: str = "fail"
+    output_dir: str = ""
+
+    def __repr__(self) -> str:  # never show the token, even by accident
+        return (f"Inputs(config={self.config!r}, tier={self.tier!r}, baseline={self.baseline!r}, mode={self.mode!r}, "
+                f"metrics={self.metrics!r}, token={'***' if self.token else None})")
+
+
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def _input(env, name: str) -> str:
+    for key in (f"INPUT_{name.upper()}", f"INPUT_{name.upper().replace('-', '_')}"):
+        value = env.get(key)
+        if value is not None and value.strip():
+            return value.strip()
+    return INPUT_DEFAULTS[name]
+
+
+def read_inputs(env) -> Inputs:
+    """Read and check the inputs' own values (not yet whether files exist). Raises InputError."""
+    problems = []
+    mode = _input(env, "mode").lower()
+    if mode not in MODES:
+        problems.append(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    tier = _input(env, "tier").lower()
+    if tier and tier not in TIERS:
+        problems.append(f"tier {tier!r} is not one of {', '.join(TIERS)}")
+    fail_on = _input(env, "fail-on").lower()
+    if fail_on not in FAIL_ON:
+        problems.append(f"fail-on {fail_on!r} is not one of {', '.join(FAIL_ON)}")
+    comment_text = _input(env, "comment").lower()
+    if comment_text not in _TRUE | _FALSE:
+        problems.append(f"comment {comment_text!r} is not a boolean (true or false)")
+    baseline = _input(env, "baseline")
+    if baseline.lower() != "none":
+        from .baselines.spec import BaselineSpecError, parse_baseline_spec
+
+        try:
+            parse_baseline_spec(baseline)
+        except BaselineSpecError as exc:
+            problems.append(f"baseline: {exc}; or none for no baseline")
+    config, metrics = _input(env, "config"), _input(env, "metrics")
+    if not config and not metrics:
+        problems.append("config is empty: name a training type (sft, dpo, ppo, grpo, rloo), a shipped config, "
+                        "or a config file (or pass metrics: with a metrics.json to report on)")
+    if mode == "run-only" and metrics:
+        problems.append("mode run-only trains and reports nothing, so a metrics input has nothing to do")
+    if mode == "update-baseline" and baseline.lower() == "none":
+        problems.append("mode update-baseline stores the run as the baseline: set baseline to branch:<name>, "
+                        "path:<dir> or artifact:<name>")
+    token = _input(env, "github-token") or None
+    if problems:
+        raise InputError(*problems)
+    return Inputs(config=config, tier=tier, baseline=baseline, mode=mode, metrics=metrics,
+                  thresholds=_input(env, "thresholds"), token=token, comment=comment_text in _TRUE,
+                  check_name=_input(env, "check-name"), fail_on=fail_on, output_dir=_input(env, "output-dir"))
+
+
+def resolve_config(config: str, tier: str) -> Path:
+    """A training type with a tier, a shipped config name, or a file path -> the config file."""
+    from .cli import configs_dir, resolve_config_path
+    from .config import TRAINING_TYPES
+
+    shipped = sorted(p.stem for p in configs_dir().glob("*.yaml"))
+    if config.lower() in TRAINING_TYPES:
+        kind, tier = config.lower(), tier or "smoke"
+        path = configs_dir() / f"{kind}_{tier}.yaml"
+        if not path.is_file():
+            have = [n for n in shipped if n.startswith(f"{kind}_")]
+            raise InputError(f"there is no shipped {tier} config for training type {kind!r} "
+                             f"(shipped for {kind}: {', '.join(have) or 'none'}); name one of those or a config file")
+        return path
+    path = resolve_config_path(config)
+    if not path.is_file():
+        raise InputError(f"config {config!r} not found: it is not a file in the workspace ({Path.cwd()}), "
+                         f"not a shipped config ({', '.join(shipped)}), and not a training type "
+                         f"({', '.join(TRAINING_TYPES)})")
+    return path
+
+
+def workspace_relative(path: Path | str) -> str:
+    """`path` relative to the workspace (the working directory) when inside it, else as given."""
+    p = Path(path)
+    try:
+        return p.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(p)
+
+
+# ====================================================================================== the action
+@dataclass
+class Outcome:
+    """What happened; becomes the outputs, the exit code and the check conclusion."""
+
+    verdict: str = "error"
+    run_status: str | None = None  # completed | crashed | timeout | interrupted (None: no run)
+    metrics_path: str = ""
+    comparison_path: str = ""
+    report_path: str = ""
+    failed_checks: list[str] = field(default_factory=list)
+    bad_input: bool = False
+    error: str = ""  # the action's own failure, if any
+
+
+class Action:
+    def __init__(self, env, wf: Workflow):
+        self.env = env
+        self.wf = wf
+        self.inputs: Inputs | None = None
+        self.ctx = None
+        self.client = None
+        self.publisher = None
+        self.cfg = None
+        self.config_path: Path | None = None
+        self.metrics_input: Path | None = None
+        self.config_name = ""
+        self.tier = "smoke"
+        self.out_dir = Path(".")
+        self.outcome = Outcome()
+        self.started = False  # the check run was opened
+        self.pr_number: int | None = None
+
+    # -------------------------------------------------------------------------------- main flow
+    def execute(self) -> int:
+        try:
+            self.prepare()
+        except InputError as exc:
+            return self.bad_input(exc.problems)
+        try:
+            self.start()
+            record = self.obtain_run()
+            if self.inputs.mode == "run-only":
+                self.finish_run_only(record)
+            else:
+                self.compare_report_publish(record)
+        except InputError as exc:
+            return self.bad_input(exc.problems)
+        except Exception as exc:  # the action's own failure: still complete the check, write what we can
+            self.crashed(exc)
+        finally:
+            if self.client is not None:
+                self.client.close()
+        self.write_outputs()
+        return self.exit_code()
+
+    # -------------------------------------------------------------------------------- prepare
+    def prepare(self) -> None:
+        from .baselines.spec import parse_baseline_spec
+        from .github.context import ContextError, load_context
+
+        self.inputs = inp = read_inputs(self.env)
+        for key in TOKEN_INPUTS:  # training and child processes never see the token
+            os.environ.pop(key, None)
+        problems = []
+        if inp.metrics:
+            self.metrics_input = Path(inp.metrics)
+            record = self._load_metrics(self.metrics_input)
+            self.config_name = str(record["run"]["config_name"])
+            self.tier = str(record["run"].get("tier") or "smoke")
+            if inp.config:
+                self.wf.warning(f"metrics is given, so config {inp.config!r} is not run; reporting on "
+                                f"{workspace_relative(self.metrics_input)} ({self.config_name})")
+        else:
+            from .config import TRAINING_TYPES, ConfigError, load_config
+
+            self.config_path = resolve_config(inp.config, inp.tier)
+            try:
+                self.cfg = load_config(self.config_path)
+            except ConfigError as exc:
+                raise InputError(str(exc)) from None
+            self.config_name, self.tier = self.cfg.name, self.cfg.tier
+            if inp.tier and inp.config.lower() not in TRAINING_TYPES and inp.tier != self.cfg.tier:
+                self.wf.warning(f"tier {inp.tier!r} is ignored: config {workspace_relative(self.config_path)} sets "
+                                f"tier {self.cfg.tier!r} (tier picks a shipped config only when config is a "
+                                "training type)")
+        if inp.thresholds and not Path(inp.thresholds).is_file():
+            problems.append(f"thresholds file {inp.thresholds!r} not found in the workspace ({Path.cwd()})")
+        self.spec = None if inp.baseline.lower() == "none" else parse_baseline_spec(inp.baseline)
+        self.out_dir = Path(inp.output_dir or f"canary-results/{self.config_name}")
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            problems.append(f"output-dir {inp.output_dir!r} exists and is not a directory")
+
+        if self.env.get("GITHUB_REPOSITORY"):
+            try:
+                self.ctx = load_context(self.env)
+            except ContextError as exc:
+                problems.append(str(exc))
+        else:
+            log.info("GITHUB_REPOSITORY is not set (not running in GitHub Actions): nothing will be published")
+        if problems:
+            raise InputError(*problems)
+        if self.ctx is not None and inp.mode != "run-only":
+            self._make_client()
+        if inp.mode == "update-baseline":
+            self._check_may_store_baseline()
+
+    def _load_metrics(self, path: Path) -> dict:
+        from .results import MetricsFileError, load_metrics
+
+        try:
+            return load_metrics(path)
+        except MetricsFileError as exc:
+            raise InputError(f"metrics: {exc}") from None
+
+    def _make_client(self) -> None:
+        from .github.client import GitHubClient
+
+        token = self.inputs.token
+        if not token:
+            self.wf.warning("github-token is empty: baselines on GitHub are read anonymously and nothing is "
+                            "published (no comment, check run or status); the report is in the job summary")
+        try:
+            self.client = GitHubClient(token, api_url=self.ctx.api_url, repo=self.ctx.repository)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+
+    def _default_branch(self) -> str | None:
+        if self.ctx.default_branch:
+            return self.ctx.default_branch
+        if self.client is not None:
+            from .github.client import GitHubError
+
+            try:
+                return self.client.get_json(self.client.repo_path()).get("default_branch")
+            except GitHubError as exc:
+                log.warning("could not read the repository's default branch: %s", exc)
+        return None
+
+    def _check_may_store_baseline(self) -> None:
+        """Baselines come from the default branch only: a PR (or a run triggered by one) must never
+        overwrite what every other PR is compared with."""
+        ctx = self.ctx
+        if ctx is None:
+            return  # a local run: the user asked for it explicitly
+        default = self._default_branch()
+        if ctx.event_name == "workflow_run":
+            ok = (ctx.triggering_event in ("push", "schedule", "workflow_dispatch") and default is not None
+                  and ctx.head_ref == default and not ctx.is_fork and ctx.pr_number is None)
+            where = f"a workflow_run triggered by {ctx.triggering_event or 'an unknown event'} on {ctx.head_ref!r}"
+        else:
+            ok = (not ctx.is_pull_request and default is not None and ctx.ref == f"refs/heads/{default}")
+            where = f"a {ctx.event_name or 'unknown'} run on {ctx.ref or 'an unknown ref'}"
+        if not ok:
+            raise InputError(f"mode update-baseline stores baselines only from runs on the default branch "
+                             f"({default or 'unknown'}); this is {where}. Use mode: pr here.")
+
+    # ---------------------------------------------------------------------------------- start
+    def _pr_number(self) -> int | None:
+        ctx = self.ctx
+        if ctx.pr_number is not None:
+            return ctx.pr_number
+        if ctx.event_name == "workflow_run" and ctx.triggering_event in ("pull_request", "pull_request_target") \
+                and self.client is not None and self.inputs.token:
+            from .github.publish import find_pull_request
+
+            head_owner = (ctx.head_repository or "").split("/", 1)[0] or None
+            number = find_pull_request(self.client, ctx.sha, head_owner, ctx.head_ref)
+            if number is None:
+                log.warning("no open pull request has head %s (%s:%s): no comment will be posted",
+                            ctx.sha[:12], head_owner, ctx.head_ref)
+            return number
+        return None
+
+    def start(self) -> None:
+        inp = self.inputs
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.ctx is None or inp.mode == "run-only" or self.client is None or not inp.token:
+            if inp.mode == "run-only":
+                log.info("mode run-only: nothing is published; the report goes to the job summary")
+            return
+        from .github.publish import Publisher
+        from .report import marker
+
+        self.pr_number = self._pr_number() if inp.mode == "pr" else None
+        check_name = inp.check_name or f"rlhf-canary / {self.config_name}"
+        self.publisher = Publisher(self.client, head_sha=self.ctx.sha, check_name=check_name,
+                                   pr_number=self.pr_number, marker=marker(self.config_name),
+                                   details_url=self.ctx.run_url)
+        what = f"reporting on `{self.config_name}`" if self.metrics_input else \
+            f"training `{self.config_name}` ({self.tier} tier)"
+        result = self.publisher.start(f"The canary is {what}.")
+        self.started = True
+        if not (result.check and result.check.ok):
+            how = "a pending commit status" if result.status and result.status.ok else "the job summary only"
+            self.wf.warning(f"GitHub refused the check run (fork PR or read-only token?): reporting via {how}")
+
+    # ---------------------------------------------------------------------------------- the run
+    def obtain_run(self) -> dict:
+        if self.metrics_input is not None:
+            record = self._load_metrics(self.metrics_input)
+            self.outcome.metrics_path = workspace_relative(self.metrics_input if self.metrics_input.is_file()
+                                                           else self.metrics_input / "metrics.json")
+            self.outcome.run_status = record.get("status")
+            return record
+        return self.train()
+
+    def train(self) -> dict:
+        from .runner import SetupError
+
+        cfg = self.cfg
+        self.wf.group(f"Training {self.config_name} ({cfg.training_type}, {cfg.tier} tier, {cfg.train.max_steps} steps)")
+        t0 = time.monotonic()
+        try:
+            _quiet_libraries()
+            every = max(1, cfg.train.max_steps // 10)
+
+            def on_step(rec: dict) -> None:
+                step = rec.get("step", 0)
+                if step % every == 0 or step == cfg.train.max_steps:
+                    loss = rec.get("loss")
+                    loss_text = f"{loss:.4g}" if isinstance(loss, float) else str(loss)
+                    ms = (rec.get("step_time_s") or 0) * 1000
+                    print(f"step {step}/{cfg.train.max_steps}  loss {loss_text}  {ms:.0f} ms/step", flush=True)
+
+            rel_config = workspace_relative(self.config_path)
+            dist = getattr(cfg, "distributed", None)
+            try:
+                if dist is not None and getattr(dist, "nproc_per_node", 1) > 1 and "RANK" not in os.environ:
+                    from .distributed import launch
+
+                    record, _ = launch(cfg, self.out_dir, config_path=rel_config, on_step=on_step)
+                else:
+                    from .runner import run
+
+                    record, _ = run(cfg, self.out_dir, config_path=rel_config, on_step=on_step)
+            except SetupError as exc:
+                raise InputError(f"{rel_config}: {exc}") from None
+        finally:
+            self.wf.endgroup()
+        status = record.get("status")
+        self.outcome.run_status = status
+        self.outcome.metrics_path = workspace_relative(self.out_dir / "metrics.json")
+        steps = (record.get("run") or {}).get("steps_completed")
+        log.info("run %s: %s steps in %.1fs -> %s", status, steps, time.monotonic() - t0, self.outcome.metrics_path)
+        if status != "completed":
+            err = record.get("error") or {}
+            self.wf.error(f"the canary run {status} after {steps} step(s): {err.get('type') or ''}: "
+                          f"{err.get('message') or ''}".rstrip(": "), title=f"rlhf-canary: run {status}")
+        return record
+
+    # ------------------------------------------------------------------------------ baseline
+    def fetch_baseline(self, record: dict) -> list[Path]:
+        """The baseline's metrics.json, saved under the output dir (not named metrics.json, so an
+        upload of the output dir never passes the old baseline off as a new one)."""
+        if self.spec is None:
+            log.info("baseline: none")
+            return []
+        from .baselines import BaselineError, load_baseline
+
+        hardware = str((record.get("env") or {}).get("hardware_key") or "")
+        try:
+            lookup = load_baseline(self.spec, config_name=self.config_name, hardware_key=hardware,
+                                   client=self.client, default_branch=self.ctx.default_branch if self.ctx else None)
+        except BaselineError as exc:
+            self.wf.warning(f"baseline {self.spec} could not be read, comparing without one: {exc}",
+                            title="rlhf-canary: no baseline")
+            return []
+        except ValueError as exc:  # a GitHub source outside GitHub Actions
+            self.wf.warning(f"baseline {self.spec} needs GitHub (GITHUB_REPOSITORY and a token): {exc}")
+            return []
+        log.info("%s", lookup.message)
+        if not lookup.found:
+            self.wf.notice(lookup.message, title="rlhf-canary: no baseline yet")
+            return []
+        folder = self.out_dir / "baseline"
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i, run in enumerate(lookup.runs):
+            path = folder / f"baseline-{i}.json"
+            path.write_bytes(run.raw)
+            paths.append(path)
+        return paths
+
+    # ------------------------------------------------------------------------------- compare
+    def compare(self, current: Path, baselines: list[Path]) -> Path:
+        out = self.out_dir / "comparison.json"
+        out.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "canary_runner.cli", "compare", str(current), *map(str, baselines),
+               "-o", str(out)]
+        if self.inputs.thresholds:
+            cmd += ["--thresholds", self.inputs.thresholds]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
+        for line in (proc.stdout + proc.stderr).splitlines():
+            log.info("  %s", line)
+        if proc.returncode not in (0, 1) or not out.is_file():
+            raise RuntimeError(f"canary compare failed (exit {proc.returncode}): "
+                               f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:] or ['no output']}")
+        return out
+
+    # ----------------------------------------------------------------------- report and publish
+    def compare_report_publish(self, record: dict) -> None:
+        from . import report
+
+        inp = self.inputs
+        current = Path(self.outcome.metrics_path)
+        baselines = self.fetch_baseline(record)
+        comparison_path = self.compare(current, baselines)
+        self.outcome.comparison_path = workspace_relative(comparison_path)
+        comparison = report.load_comparison(comparison_path)
+        self.outcome.verdict = comparison["verdict"]
+        self.outcome.failed_checks = [c["id"] for c in comparison.get("checks") or [] if c.get("status") == "fail"]
+
+        links = {"run_url": self.ctx.run_url if self.ctx else None}
+        report_path = self.out_dir / "report.md"
+        rel_report = workspace_relative(report_path)
+        _write_text(report_path, report.render_markdown(comparison, report_path=rel_report, **links))
+        self.outcome.report_path = rel_report
+        self.wf.append_summary(report.render_summary(comparison, report_path=rel_report, **links))
+        self.annotate(comparison)
+
+        stored = None
+        if inp.mode == "update-baseline":
+            stored = self.store_baseline(record)
+
+        if self.publisher is not None:
+            check = report.render_check(comparison, config_path_override=self._annotation_path(), report_path=rel_report,
+                                        **links)
+            body = None
+            if inp.mode == "pr" and inp.comment:
+                body = report.render_comment(comparison, report_path=rel_report, **links)
+            summary = check["summary"]
+            if stored:
+                summary = f"{summary}\n\n{stored}"
+            result = self.publisher.finish(self.conclusion(), check["title"], summary, text=check["text"],
+                                           annotations=check["annotations"], comment_body=body)
+            self.note_publish(result)
+        log.info("verdict: %s", self.outcome.verdict)
+
+    def _annotation_path(self) -> str | None:
+        if self.config_path is not None:
+            rel = workspace_relative(self.config_path)
+            return rel if not Path(rel).is_absolute() else None
+        return None
+
+    def annotate(self, comparison: dict) -> None:
+        """One ::error:: per failed check and one ::warning:: per warned check, on the config file."""
+        from .report import annotations
+
+        path = self._annotation_path()
+        notes = annotations(comparison, path or "")
+        for n in notes[:50]:
+            level = {"failure": "error", "warning": "warning"}.get(n["annotation_level"], "notice")
+            self.wf.command(level, n["message"], title=f"rlhf-canary {self.config_name}: {n.get('title', '')}",
+                            file=path, line=1 if path else None)
+        if len(notes) > 50:
+            self.wf.warning(f"{len(notes) - 50} more findings in the report ({self.outcome.report_path})")
+
+    def store_baseline(self, record: dict) -> str | None:
+        """update-baseline: file the run as the new baseline. A crashed run or one with NaN/Inf is not
+        stored (it would make every later comparison meaningless); that is said, loudly."""
+        metrics_file = Path(self.outcome.metrics_path)
+        nan_total = (((record.get("summary") or {}).get("nan_inf") or {}).get("total")) or 0
+        if record.get("status") != "completed" or nan_total:
+            why = f"the run {record.get('status')}" if record.get("status") != "completed" else \
+                f"the run has {nan_total} NaN/Inf values"
+            self.wf.error(f"baseline not updated: {why}", title="rlhf-canary: baseline not updated")
+            self.wf.append_summary(f"\n> **Baseline not updated**: {why}.\n")
+            return f"**Baseline not updated**: {why}."
+        from .baselines import ArtifactSpec, BaselineError, BranchSpec, PathSpec
+
+        raw = metrics_file.read_bytes()
+        spec = self.spec
+        try:
+            if isinstance(spec, BranchSpec):
+                if self.client is None or not self.inputs.token:
+                    raise BaselineError("writing to a branch needs github-token with contents: write")
+                from .baselines.branch import write_branch_baseline
+
+                res = write_branch_baseline(self.client, spec.branch, raw, commit_sha=self.ctx.sha,
+                                            default_branch=self._default_branch())
+                extra = f" ({res.conflicts} conflicting write(s) retried)" if res.conflicts else ""
+                text = f"Baseline updated: `{res.path}` on branch `{spec.branch}`{extra}."
+            elif isinstance(spec, PathSpec):
+                from .baselines.local import write_path_baseline
+
+                dest = write_path_baseline(spec.path, raw, commit_sha=self.ctx.sha if self.ctx else None)
+                text = f"Baseline updated: `{workspace_relative(dest)}`."
+            else:
+                assert isinstance(spec, ArtifactSpec)
+                text = (f"Baseline ready: upload `{self.outcome.metrics_path}` with actions/upload-artifact as "
+                        f"`{spec.name}` to make it the baseline.")
+        except BaselineError as exc:
+            self.wf.error(f"baseline not updated: {exc}", title="rlhf-canary: baseline not updated")
+            self.wf.append_summary(f"\n> **Baseline not updated**: {_md_line(str(exc))}\n")
+            self.outcome.error = str(exc)
+            return "**Baseline not updated**: the write failed; see the job log."
+        log.info("%s", text.replace("`", ""))
+        self.wf.append_summary(f"\n> {text}\n")
+        return text
+
+    def finish_run_only(self, record: dict) -> None:
+        self.outcome.verdict = "not-compared" if record.get("status") == "completed" else "fail"
+        r = record.get("run") or {}
+        median = ((record.get("summary") or {}).get("step_time_s") or {}).get("median")
+        timing = f"{median * 1000:.1f} ms/step (median)" if isinstance(median, (int, float)) else "no timing"
+        text = (f"## rlhf-canary: `{_md_line(self.config_name)}` ran ({record.get('status')})\n\n"
+                f"{r.get('steps_completed')} of {r.get('steps_planned')} steps, {timing}. "
+                f"Mode run-only: not compared and nothing published; `{self.outcome.metrics_path}` is the "
+                f"result for a later step or workflow to compare.\n")
+        report_path = self.out_dir / "report.md"
+        _write_text(report_path, text)
+        self.outcome.report_path = workspace_relative(report_path)
+        self.wf.append_summary(text)
+
+    def note_publish(self, result) -> None:
+        where = ", ".join(f"{c.channel} {c.outcome}" for c in (result.comment, result.check, result.status) if c)
+        log.info("published: %s", where or "nothing")
+        if result.summary_only:
+            self.wf.warning("GitHub refused the comment, check run and commit status (fork PR or read-only "
+                            "token?): the verdict is in the job summary only", title="rlhf-canary: not published")
+            self.wf.append_summary("\n> GitHub refused the PR comment, check run and commit status for this run "
+                                   "(a fork PR or a read-only token); this summary is the report.\n")
+        elif result.fell_back:
+            self.wf.warning(f"rlhf-canary published via {', '.join(result.published)}; GitHub refused or failed "
+                            f"{', '.join(result.fell_back)} (see the log above)")
+
+    # -------------------------------------------------------------------------- failure paths
+    def bad_input(self, problems: list[str]) -> int:
+        for p in problems:
+            self.wf.error(p, title="rlhf-canary: bad input")
+        self.wf.append_summary("## rlhf-canary: bad input\n\n" + "\n".join(f"- {_md_line(p)}" for p in problems)
+                               + "\n\nNothing was compared. Fix the action's inputs (see docs/action.md).\n")
+        self.outcome.verdict = "error"
+        self.outcome.bad_input = True
+        if self.publisher is not None and self.started:
+            self._finish_check_failure("Bad input", "\n".join(f"- {_md_line(p)}" for p in problems))
+        self.write_outputs()
+        return EXIT_BAD_INPUT
+
+    def crashed(self, exc: BaseException) -> None:
+        tb = traceback.format_exc()
+        message = f"{type(exc).__name__}: {exc}"
+        self.outcome.error = message
+        self.outcome.verdict = "error"
+        log.error("%s", tb)
+        self.wf.error(f"rlhf-canary failed: {message}", title="rlhf-canary: action error")
+        text = (f"## rlhf-canary: the action failed\n\n`{_md_line(message)}`\n\n"
+                + (f"The run's metrics are in `{self.outcome.metrics_path}`.\n" if self.outcome.metrics_path else ""))
+        try:
+            report_path = self.out_dir / "report.md"
+            if not self.outcome.report_path:
+                _write_text(report_path, text)
+                self.outcome.report_path = workspace_relative(report_path)
+        except OSError:
+            pass
+        self.wf.append_summary(text)
+        if self.publisher is not None and self.started:
+            self._finish_check_failure("The canary action failed", f"```\n{message[:60000]}\n```")
+
+    def _finish_check_failure(self, title: str, summary: str) -> None:
+        try:
+            result = self.publisher.finish("failure", title, summary)
+            self.note_publish(result)
+        except Exception as exc:  # never let reporting a failure fail
+            log.warning("could not complete the check run: %s", exc)
+
+    # ------------------------------------------------------------------------ verdict and exit
+    @property
+    def run_crashed(self) -> bool:
+        return self.outcome.run_status not in (None, "completed")
+
+    def blocking(self) -> bool:
+        """Does the verdict fail the step under `fail-on`?"""
+        v, fail_on = self.outcome.verdict, self.inputs.fail_on if self.inputs else "fail"
+        return (fail_on == "fail" and v == "fail") or (fail_on == "warn" and v in ("fail", "warn"))
+
+    def conclusion(self) -> str:
+        if self.run_crashed:
+            return "failure"
+        if self.blocking():
+            return "failure"
+        return "success" if self.outcome.verdict == "pass" else "neutral"
+
+    def exit_code(self) -> int:
+        o = self.outcome
+        if o.bad_input:
+            return EXIT_BAD_INPUT
+        never = self.inputs is not None and self.inputs.fail_on == "never"
+        if o.error:
+            return EXIT_OK if never else EXIT_CRASHED
+        if self.run_crashed:
+            return EXIT_OK if never else EXIT_CRASHED
+        return EXIT_REGRESSION if self.blocking() else EXIT_OK
+
+    def write_outputs(self) -> None:
+        if self.wf.outputs:
+            return  # written already (bad input after a partial run writes once)
+        o = self.outcome
+        for name, value in (("verdict", o.verdict), ("metrics-path", o.metrics_path),
+                            ("comparison-path", o.comparison_path), ("report-path", o.report_path),
+                            ("failed-checks", ",".join(o.failed_checks))):
+            self.wf.set_output(name, value)
+
+
+# =================================================================================== helpers
+def _md_line(text: str) -> str:
+    return " ".join(str(text).split()).replace("`", "'")
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _child_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in TOKEN_INPUTS}
+
+
+def _quiet_libraries() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    for name in ("transformers", "trl", "accelerate", "datasets", "peft"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+class _TokenFilter(logging.Filter):
+    """Last line of defence: a log record that somehow holds the token is redacted."""
+
+    def __init__(self, token: str | None):
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.token:
+            msg = record.getMessage()
+            if self.token in msg:
+                record.msg, record.args = msg.replace(self.token, "***"), None
+        return True
+
+
+def _setup_logging(token: str | None) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(_TokenFilter(token))
+    root = logging.getLogger("canary_runner")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+def main(env=None) -> int:
+    """The action's entry point (entrypoint.py). Returns the exit code."""
+    env = os.environ if env is None else env
+    token = next((env[k] for k in TOKEN_INPUTS if env.get(k)), None)
+    _setup_logging(token)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    wf = Workflow(env)
+    return Action(env, wf).execute()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
