@@ -82,12 +82,13 @@ def write_plots(comparison: Mapping, out_dir: str | Path, *, metrics: Iterable[s
         curve = curves[metric] or {}
         fig = Figure(figsize=(7, 3.6), dpi=100)
         ax = fig.add_subplot()
-        for side, color, width in (("baseline", BASELINE_COLOR, 1.4), ("current", CURRENT_COLOR, 1.8)):
+        # The baseline wide underneath, the current narrow on top: both stay visible where they agree.
+        for side, color, width in (("baseline", BASELINE_COLOR, 3.0), ("current", CURRENT_COLOR, 1.4)):
             xs, ys, bad = _xy(curve.get(side))
             if not xs:
                 continue
             marker = "o" if len(xs) <= 30 else None
-            ax.plot(xs, ys, color=color, linewidth=width, marker=marker, markersize=3, label=side)
+            ax.plot(xs, ys, color=color, linewidth=width, marker=marker, markersize=width + 1.5, label=side)
             if bad is not None:
                 ax.axvline(bad, color=color, linestyle="--", linewidth=1, label=f"{side}: first NaN/Inf (step {bad})")
         ax.set_title(f"{metric} · {name}"[:90], fontsize=10)

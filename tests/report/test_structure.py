@@ -103,7 +103,8 @@ def test_no_baseline_comment_says_so_and_shows_own_numbers():
     assert "Run completed" in own.column("Check") and "NaN/Inf values" in own.column("Check")
     assert health.header == ["Check", "Current", "Limit", "Status", "Note"]
     assert "Reward accuracy" in health.column("Check")
-    metrics = [t for t in tables(text) if t.header == ["Metric", "Current"]][0]
+    assert "This run's numbers" in headings(text)
+    metrics = [t for t in tables(text) if t.header == ["Metric", "Value"]][0]
     assert ["step_time_s.median", "0.02152"] in metrics.rows
     assert "Config diff" not in text
     assert "Skipped checks (5)" in text
