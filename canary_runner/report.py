@@ -652,12 +652,32 @@ def _fit(template: str, view: dict, limit: int, *, size=len, sections: Iterable[
     where = view.get("report_path")
     note = ("\n\n… (cut to fit GitHub's limit; the full report is in "
             + (f"{escape_md(where, 200)})" if where else "the job summary and the run's artifacts)") + "\n")
-    budget = limit - size(note)
+    budget = limit - size(note) - 64  # room for closing an open code block or <details>
     cut = text
-    while size(cut) > budget:
+    while size(cut) > budget and len(cut) > len(keep_head):
         cut = cut[: max(len(keep_head), int(len(cut) * min(0.98, budget / max(1, size(cut)))))]
-    cut = cut[: cut.rfind("\n")] if "\n" in cut[len(keep_head):] else cut
-    return cut + note
+    if "\n" in cut[len(keep_head):]:
+        cut = cut[: cut.rfind("\n")]
+    return _close_open_blocks(cut) + note
+
+
+_FENCE = re.compile(r"^(`{3,}|~{3,})")
+
+
+def _close_open_blocks(text: str) -> str:
+    """Close a code fence or <details> that a cut left open, so what follows is not swallowed."""
+    fence, details = None, 0
+    for line in text.split("\n"):
+        m = _FENCE.match(line)
+        if fence is None and m:
+            fence = m.group(1)
+        elif fence is not None and m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) \
+                and not line[len(m.group(1)):].strip():
+            fence = None
+        elif fence is None:
+            details += line.count("<details>") - line.count("</details>")
+    closing = ("\n" + fence) if fence else ""
+    return text + closing + "\n\n</details>" * max(0, details)
 
 
 def render_comment(comparison: Mapping, *, run_url: str | None = None, artifact_url: str | None = None,

@@ -10,7 +10,7 @@ from canary_runner import report
 from canary_runner.results import decode
 
 from .conftest import LINKS, load_fixture
-from .mdcheck import headings, inertness_problems, tables, visible_text
+from .mdcheck import headings, inertness_problems, parse, tables, visible_text
 
 
 def big_comparison(n_metrics=600, n_checks=250, n_fail=12, n_warn=8, steps=3000, title_len=40):
@@ -106,3 +106,22 @@ def test_decoded_and_encoded_inputs_render_the_same():
     from canary_runner.results import encode
 
     assert report.render_comment(encode(c)) == report.render_comment(decode(encode(c)))
+
+
+def test_a_cut_closes_what_it_left_open():
+    c = load_fixture("handmade-crashed")
+    for limit in range(700, 4000, 97):
+        text = report.render_comment(c, limit=limit)
+        assert len(text) <= limit and text.startswith(report.marker("dpo_embedded"))
+        toks = parse(text)
+        # The closing note is visible text, never inside a code block or a closed <details>.
+        assert "cut to fit GitHub's limit" in visible_text(text) or "Shortened" in visible_text(text)
+        assert text.count("<details>") == text.count("</details>")
+        assert not [t for t in toks if t.type == "fence" and "cut to fit" in t.content]
+
+
+def test_close_open_blocks():
+    assert report._close_open_blocks("a\n````text\nx\n```") == "a\n````text\nx\n```\n````"
+    assert report._close_open_blocks("<details><summary>s</summary>\n\n| a |") == \
+        "<details><summary>s</summary>\n\n| a |\n\n</details>"
+    assert report._close_open_blocks("```\n<details>\n```\nok") == "```\n<details>\n```\nok"
