@@ -288,7 +288,7 @@ def fmt_change(check: Mapping[str, Any]) -> Md:
 
 
 def fmt_threshold(check: Mapping[str, Any]) -> Md:
-    """The limit a check holds its change (or value) to: +10%, ≤ 0, ≥ 0.5, ±20%."""
+    """The limit a check holds its change (+10%, -0.15, ±20%) or its value (≤ 0, ≥ 0.5) to."""
     t = check.get("threshold")
     if t is None or check.get("threshold_kind") == "none":
         return Md("—")
@@ -298,6 +298,13 @@ def fmt_threshold(check: Mapping[str, Any]) -> Md:
             return fmt_num(t)
         mag = fmt_pct(abs(t)).lstrip("+").replace(".0%", "%")
         return Md({"lower_is_better": "+", "higher_is_better": "-"}.get(direction, "±") + mag)
+    if check.get("change") is not None and check.get("change_kind") == "absolute":
+        # A limit on the absolute change against the baseline: +32 MB, -0.15, ±0.03.
+        if not _is_num(t) or not math.isfinite(t):
+            return fmt_num(t)
+        sign = {"lower_is_better": "+", "higher_is_better": "-"}.get(direction, "±")
+        return Md(sign + fmt_unit(abs(t), check.get("unit")))
+    # A limit on the value itself: ≤ 0 NaN/Inf, ≥ 0.5 accuracy.
     value = fmt_unit(t, check.get("unit"))
     return Md({"lower_is_better": "≤ ", "higher_is_better": "≥ ", "band": "± "}.get(direction, "") + value)
 

@@ -61,6 +61,12 @@ def test_change(check, text):
     ({"threshold": 0, "threshold_kind": "absolute", "direction": "lower_is_better"}, "≤ 0"),
     ({"threshold": 0.5, "threshold_kind": "absolute", "direction": "higher_is_better", "unit": "ratio"}, "≥ 0.5"),
     ({"threshold": 2048, "threshold_kind": "absolute", "direction": "lower_is_better", "unit": "MB"}, "≤ 2,048 MB"),
+    ({"threshold": 32, "threshold_kind": "absolute", "direction": "lower_is_better", "unit": "MB",
+      "change": 0.7, "change_kind": "absolute"}, "+32 MB"),
+    ({"threshold": 0.15, "threshold_kind": "absolute", "direction": "higher_is_better", "change": 0.0,
+      "change_kind": "absolute"}, "-0.15"),
+    ({"threshold": 0.03, "threshold_kind": "absolute", "direction": "band", "change": 0.0,
+      "change_kind": "absolute"}, "±0.03"),
     ({"threshold": None}, "—"),
     ({"threshold": 1, "threshold_kind": "none"}, "—"),
 ])

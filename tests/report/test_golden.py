@@ -25,8 +25,10 @@ def render(name: str, fmt: str) -> str:
     return report.render(c, fmt, **LINKS)
 
 
-def test_fixtures_cover_every_verdict_and_a_crash():
-    names = fixture_names()
+@pytest.mark.parametrize("kind", ["handmade", "real"])
+def test_fixtures_cover_every_verdict_and_a_crash(kind):
+    """Both kinds: hand-made ones (edge cases on demand) and real `canary run` + `canary compare` output."""
+    names = [n for n in fixture_names() if n.startswith(kind + "-")]
     verdicts = {raw_fixture(n)["verdict"] for n in names}
     assert verdicts == {"pass", "warn", "fail", "no-baseline"}
     assert any(raw_fixture(n)["current"]["status"] == "crashed" for n in names)

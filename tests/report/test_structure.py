@@ -115,7 +115,7 @@ def test_no_baseline_comment_says_so_and_shows_own_numbers():
 def test_crashed_comment():
     text = comment("handmade-crashed")
     visible = visible_text(text)
-    assert "The run crashed after 12 steps (at step 13): RuntimeError: Function 'LogSoftmaxBackward0'" in visible
+    assert "The run crashed after 12 steps (error at step 13): RuntimeError: Function 'LogSoftmaxBackward0'" in visible
     fences = [t for t in parse(text) if t.type == "fence"]
     tb = [f for f in fences if f.info == "text"][0]
     assert "loss.backward()" in tb.content and "```" in tb.content  # the traceback's fence stayed inside
