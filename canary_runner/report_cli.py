@@ -65,6 +65,9 @@ def main(args) -> int:
 
         try:
             plots = write_plots(comparison, plots_dir)
+        except ImportError:
+            print("canary: warning: matplotlib is not installed, so no PNG plots were written "
+                  "(the report draws its curves as Mermaid charts instead)", file=sys.stderr)
         except OSError as e:
             return _error(f"{plots_dir}: cannot write plots ({e.strerror or e}). Pass a writable --plots-dir or --no-plots.")
 

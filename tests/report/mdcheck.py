@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-_MD = MarkdownIt("gfm-like")  # commonmark + table + strikethrough + linkify; raw HTML allowed as on GitHub
+try:  # commonmark + table + strikethrough + linkify (bare URLs, www., e-mail); raw HTML allowed as on GitHub
+    import linkify_it  # noqa: F401  (linkify-it-py: the gfm-like preset needs it)
+
+    _MD = MarkdownIt("gfm-like")
+except ImportError:  # without it, bare-URL autolinks are caught by test_safety's joined-text check only
+    _MD = MarkdownIt("commonmark").enable(["table", "strikethrough"])
 
 ALLOWED_HTML_BLOCKS = (
     re.compile(r"<details><summary>[^<>]*</summary>\n?"),

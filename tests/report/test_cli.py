@@ -48,6 +48,7 @@ def test_check_json(tmp_path, capsys):
 
 
 def test_markdown_writes_report_and_plots_next_to_comparison(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
     src = tmp_path / "cmp" / "comparison.json"
     src.parent.mkdir()
     src.write_text(fixture_path("handmade-crashed").read_text())
@@ -63,6 +64,7 @@ def test_markdown_writes_report_and_plots_next_to_comparison(tmp_path, capsys):
 
 
 def test_markdown_with_plots_dir_and_output_elsewhere(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
     code, _, err = run([fixture_path("handmade-fail"), "-f", "markdown", "-o", tmp_path / "r" / "report.md",
                         "--plots-dir", tmp_path / "r" / "plots"], capsys)
     assert code == 0, err
@@ -79,6 +81,7 @@ def test_markdown_without_plots_uses_mermaid(tmp_path, capsys):
 
 
 def test_plots_for_comment_only_when_asked(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
     src = tmp_path / "comparison.json"
     src.write_text(fixture_path("handmade-pass").read_text())
     run([src, "-f", "comment", "-o", tmp_path / "c.md"], capsys)
@@ -136,3 +139,10 @@ def test_imports_stay_light():
     )
     proc = subprocess.run([sys.executable, "-c", code, str(fixture_path("handmade-fail"))], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_markdown_without_matplotlib_falls_back_to_mermaid(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    code, _, err = run([fixture_path("handmade-fail"), "-f", "markdown", "-o", tmp_path / "r.md"], capsys)
+    assert code == 0 and "matplotlib is not installed" in err
+    assert "```mermaid" in (tmp_path / "r.md").read_text()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from canary_runner import plots
 
 from .conftest import load_fixture
+
+pytest.importorskip("matplotlib")
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
