@@ -147,7 +147,7 @@ def signed(x: float, unit: str | None = None) -> str:
     return ("+" if x >= 0 else "") + fmt(x, unit)
 
 
-def judge_change(chk: Check, ch: Change, limit: Limit, what: str) -> Check:
+def judge_change(chk: Check, ch: Change, limit: Limit, what: str, prefer: str = "relative") -> Check:
     """Status from a baseline comparison: fail when the interval is past every set threshold, warn
     when only the point estimate is. With both `relative` and `absolute` set, both must be exceeded."""
     d = chk.direction
@@ -159,8 +159,12 @@ def judge_change(chk: Check, ch: Change, limit: Limit, what: str) -> Check:
         kinds.append("relative")
     if limit.absolute is not None:
         kinds.append("absolute")
-    primary = "relative" if (limit.relative is not None and ch.relative is not None) or \
-        (limit.relative is None and limit.absolute is None and ch.relative is not None) else "absolute"
+    if prefer == "absolute" and limit.absolute is not None:
+        primary = "absolute"
+    elif (limit.relative is not None or limit.absolute is None) and ch.relative is not None:
+        primary = "relative"
+    else:
+        primary = "absolute"
     chk.change_kind = primary
     chk.change = ch.relative if primary == "relative" else ch.absolute
     ci = ch.relative_ci if primary == "relative" else ch.absolute_ci

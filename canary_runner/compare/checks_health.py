@@ -1,0 +1,543 @@
+"""Stability, RL health and the invariants that need no baseline.
+
+Stability reads the current run alone: non-finite values anywhere, a loss that trends up or gives
+back its progress (Theil-Sen trend with its interval: works on a 10-step run), grad-norm explosion.
+RL health compares each training type's signals over a late window (the last `window` of the steps)
+with absolute limits and, when a baseline is given, with the baseline's late window (bootstrap
+interval of the change of the mean).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import zlib
+
+import numpy as np
+
+from .loading import Run
+from .model import Check, Context, cap_severity, fmt, judge_change, judge_level, pct
+from .stats import bootstrap_change, trend, window_size
+
+LOSS_TRENDED_TYPES = ("sft", "dpo", "reward")  # GRPO/RLOO losses are ~0 by design; PPO's is checked by parts
+
+
+def _seed(check_id: str) -> int:
+    return zlib.crc32(check_id.encode())
+
+
+# -- stability ----------------------------------------------------------------------------------------
+
+
+def nonfinite_report(run: Run) -> dict:
+    """Where non-finite values are: per metric counts, first step, and which metrics at that step."""
+    by_metric: dict[str, int] = {}
+    first_step, first_metrics = None, []
+    first_by_metric: dict[str, int] = {}
+    for name, values in run.series.items():
+        if name in ("step", "warmup"):
+            continue
+        for step, v in zip(run.steps, values):
+            if isinstance(v, float) and not math.isfinite(v):
+                by_metric[name] = by_metric.get(name, 0) + 1
+                first_by_metric.setdefault(name, step)
+    if by_metric:
+        first_step = min(first_by_metric.values())
+        first_metrics = sorted(m for m, s in first_by_metric.items() if s == first_step)
+    return {"total": sum(by_metric.values()), "by_metric": by_metric, "first_step": first_step,
+            "first_metrics": first_metrics, "first_by_metric": first_by_metric}
+
+
+def nan_inf_check(ctx: Context) -> Check:
+    chk = Check("stability.nan_inf", "stability", "NaN / Inf", "series.*", "none")
+    limit = ctx.limit(chk.id)
+    if not limit.enabled:
+        return chk.skip("disabled by thresholds")
+    worst = None
+    for run in ctx.current:
+        rep = nonfinite_report(run)
+        if rep["total"] and (worst is None or rep["first_step"] < worst[1]["first_step"]):
+            worst = (run, rep)
+    chk.current = float(sum(nonfinite_report(r)["total"] for r in ctx.current))
+    chk.threshold, chk.threshold_kind = 0.0, "absolute"
+    if ctx.has_baseline:
+        chk.baseline = float(sum(nonfinite_report(r)["total"] for r in ctx.baseline))
+    if worst is None:
+        return chk.set("pass", "every logged value is finite")
+    run, rep = worst
+    chk.step = rep["first_step"]
+    chk.details = {"run": run.id, **rep}
+    counts = ", ".join(f"{m} x{n}" for m, n in sorted(rep["by_metric"].items(), key=lambda kv: -kv[1])[:6])
+    pre = " (the baseline had non-finite values too)" if chk.baseline else ""
+    chk.set("fail", f"non-finite values from step {rep['first_step']} in {', '.join(rep['first_metrics'])}; "
+                    f"{rep['total']} in all ({counts}){pre}")
+    return cap_severity(chk, limit)
+
+
+def _rolling_median(values: list[float], w: int) -> list[float]:
+    return [statistics.median(values[max(0, i - w + 1): i + 1]) for i in range(len(values))]
+
+
+def loss_divergence_check(ctx: Context) -> Check:
+    chk = Check("stability.loss_divergence", "stability", "Loss divergence", "loss", "lower_is_better", "ratio")
+    limit = ctx.limit(chk.id)
+    if not limit.enabled:
+        return chk.skip("disabled by thresholds")
+    if ctx.training_type not in LOSS_TRENDED_TYPES:
+        why = "its loss is ~0 by design" if ctx.training_type in ("grpo", "rloo") else \
+            "its loss mixes policy and value terms; see the rl.ppo checks"
+        return chk.skip(f"not applied to {ctx.training_type}: {why}")
+    worst = None
+    for run in ctx.current:
+        pts = run.finite_points("loss")
+        if len(pts) < 5:
+            continue
+        res = _divergence(pts, ctx.settings.window, ctx.confidence)
+        if worst is None or res["score"] > worst["score"]:
+            worst = res | {"run": run.id}
+    if worst is None:
+        return chk.skip("fewer than 5 finite loss values")
+    chk.details = {k: v for k, v in worst.items() if k != "score"}
+    statuses = []
+    if limit.relative is not None:
+        rise, lo = worst["rise_rel"], worst["rise_rel_ci"][0]
+        text = (f"loss trend over the run {pct(rise)} of its start ({fmt(worst['start'])} -> "
+                f"{fmt(worst['end'])} fitted), CI {pct(lo)}..{pct(worst['rise_rel_ci'][1])}, limit +{limit.relative:.0%}")
+        s = "fail" if lo > limit.relative else ("warn" if rise > limit.relative else "pass")
+        statuses.append((s, text, "relative", limit.relative, rise, worst["rise_rel_ci"]))
+    if limit.max is not None:
+        lost = worst["lost"]
+        text = (f"the late loss {fmt(worst['late'])} gave back {pct(lost, False)} of the improvement to its best "
+                f"{fmt(worst['best'])} (step {worst['best_step']}), limit {limit.max:.0%}")
+        s = "fail" if lost > limit.max else "pass"
+        statuses.append((s, text, "absolute", limit.max, lost, None))
+    if not statuses:
+        return chk.skip("no limit set (relative: trend, max: rebound)")
+    worst_s = max(statuses, key=lambda t: ["pass", "warn", "fail"].index(t[0]))
+    status, _, kind, thr, value, ci = worst_s
+    chk.current, chk.threshold, chk.threshold_kind, chk.ci = value, thr, kind, ci
+    chk.confidence = ctx.confidence if ci is not None else None
+    if status != "pass" and worst_s[1].startswith("the late loss"):
+        chk.step = worst["best_step"]
+    reason = "; ".join(t[1] for t in ([worst_s] + [t for t in statuses if t is not worst_s]))
+    chk.set(status, reason)
+    return cap_severity(chk, limit)
+
+
+def _divergence(pts: list[tuple[int, float]], window: float, confidence: float) -> dict:
+    steps = [p[0] for p in pts]
+    vals = [p[1] for p in pts]
+    tr = trend(steps, vals, confidence)
+    scale = abs(tr.start) if tr and abs(tr.start) > 1e-12 else max(abs(statistics.median(vals)), 1e-12)
+    rise_rel = tr.rise / scale if tr else 0.0
+    rise_ci = (tr.rise_ci[0] / scale, tr.rise_ci[1] / scale) if tr else (0.0, 0.0)
+    n = len(vals)
+    k = window_size(n, window)
+    smooth = _rolling_median(vals, 3)
+    head = smooth[: max(1, n - k)]
+    best_i = int(np.argmin(head))
+    best = head[best_i]
+    late = statistics.median(vals[-k:])
+    start = statistics.median(vals[: min(3, n)])
+    progress = max(start - best, 0.05 * abs(start), 1e-12)
+    lost = max(0.0, late - best) / progress
+    return {"start": tr.start if tr else start, "end": tr.end if tr else late, "rise_rel": rise_rel,
+            "rise_rel_ci": rise_ci, "best": best, "best_step": steps[best_i], "late": late, "lost": lost,
+            "score": max(rise_rel, lost)}
+
+
+def grad_norm_check(ctx: Context) -> Check:
+    """Explosion = sustained growth: the late window's median grad norm against the early window's
+    (after warmup). A lone spike that clipping absorbs is reported but does not fail; NaN is its own check."""
+    chk = Check("stability.grad_norm", "stability", "Gradient norm", "grad_norm", "lower_is_better", "ratio")
+    limit = ctx.limit(chk.id)
+    if not limit.enabled:
+        return chk.skip("disabled by thresholds")
+    cur = [r.steady("grad_norm") for r in ctx.current]
+    if sum(len(c) for c in cur) < 3:
+        return chk.skip("grad_norm not logged after warmup")
+    frac = ctx.settings.window
+    reasons, status = [], "pass"
+    growth, spike, vanished = None, None, False  # (ratio, early, late, first step of late), (ratio, step)
+    for run in ctx.current:
+        pts = run.finite_points("grad_norm", after_warmup=True)
+        if len(pts) < 3:
+            continue
+        vals = [v for _, v in pts]
+        med = statistics.median(vals)
+        if med <= 0:
+            vanished = True
+            continue
+        k = window_size(len(vals), frac)
+        early, late = statistics.median(vals[:k]), statistics.median(vals[-k:])
+        if early > 0 and (growth is None or late / early > growth[0]):
+            growth = (late / early, early, late, pts[-k][0])
+        step, peak = max(pts, key=lambda p: p[1])
+        if spike is None or peak / med > spike[0]:
+            spike = (peak / med, step)
+    if limit.relative is not None and ctx.has_baseline:
+        base = [r.steady("grad_norm") for r in ctx.baseline]
+        if sum(len(b) for b in base) >= 3:
+            ch = bootstrap_change(base, cur, "median", ctx.confidence, ctx.settings.resamples, _seed(chk.id))
+            judge_change(chk, ch, type(limit)(relative=limit.relative), "median grad norm")
+            chk.confidence = ctx.confidence
+            status, reasons = chk.status, [chk.reason]
+    if vanished:
+        status = "warn" if status == "pass" else status
+        reasons.insert(0, "grad norm is 0 at the median step after warmup: gradients vanished (saturated or "
+                          "frozen parameters)")
+    if limit.max is not None and growth is not None:
+        text = (f"late median grad norm {fmt(growth[2])} is {growth[0]:.2g}x the early median {fmt(growth[1])} "
+                f"(limit {limit.max:g}x)")
+        if growth[0] > limit.max:
+            status = "fail"
+            chk.threshold, chk.threshold_kind, chk.step = limit.max, "absolute", growth[3]
+            chk.current, chk.change, chk.ci = growth[0], None, None
+            reasons.insert(0, text + ": the gradients exploded")
+        else:
+            reasons.append(text)
+            if chk.current is None:
+                chk.current, chk.threshold, chk.threshold_kind = growth[0], limit.max, "absolute"
+    if spike is not None and spike[0] > (limit.max or 10):
+        reasons.append(f"a spike at step {spike[1]} reached {spike[0]:.0f}x the run's median and the run recovered")
+    if not reasons:
+        return chk.skip("no limit set")
+    chk.set(status, "; ".join(reasons))
+    return cap_severity(chk, limit)
+
+
+def stability_checks(ctx: Context) -> list[Check]:
+    return [nan_inf_check(ctx), loss_divergence_check(ctx), grad_norm_check(ctx)]
+
+
+# -- RL health ----------------------------------------------------------------------------------------
+
+# (check id suffix, metric, title, direction, unit)
+RL_LEVEL = {
+    "ppo": [
+        ("kl", "objective/kl", "KL to the reference", "lower_is_better", "nats"),
+        ("entropy", "policy/entropy_avg", "Policy entropy", "higher_is_better", "nats"),
+        ("clipfrac", "policy/clipfrac_avg", "Policy clip fraction", "lower_is_better", "ratio"),
+        ("value_loss", "loss/value_avg", "Value loss", "lower_is_better", None),
+    ],
+    "dpo": [
+        ("reward_accuracy", "rewards/accuracies", "Reward accuracy", "higher_is_better", "ratio"),
+        ("margins", "rewards/margins", "Reward margin", "higher_is_better", None),
+    ],
+    "reward": [
+        ("accuracy", "accuracy", "Preference accuracy", "higher_is_better", "ratio"),
+        ("margin", "margin", "Reward margin", "higher_is_better", None),
+    ],
+}
+for _t in ("grpo", "rloo"):
+    RL_LEVEL[_t] = [
+        ("reward", "reward", "Reward", "higher_is_better", None),
+        ("reward_std", "reward_std", "Reward spread in a group", "higher_is_better", None),
+        ("zero_std_fraction", "frac_reward_zero_std", "Groups with zero reward spread", "lower_is_better", "ratio"),
+        ("kl", "kl", "KL to the reference", "lower_is_better", "nats"),
+        ("clip_ratio", "clip_ratio/region_mean", "Clip ratio", "lower_is_better", "ratio"),
+        ("completion_length", "completions/mean_length", "Completion length", "band", "tokens"),
+        ("truncation", "completions/clipped_ratio", "Truncated completions", "lower_is_better", "ratio"),
+    ]
+
+
+def late_window(run: Run, metric: str, fraction: float) -> list[tuple[int, float]]:
+    pts = run.finite_points(metric)
+    return pts[-window_size(len(pts), fraction):] if pts else []
+
+
+def early_window(run: Run, metric: str, fraction: float) -> list[tuple[int, float]]:
+    pts = run.finite_points(metric)
+    return pts[: window_size(len(pts), fraction)] if pts else []
+
+
+def level_check(ctx: Context, check_id: str, metric: str, title: str, direction: str, unit) -> Check:
+    """A signal's late-window mean: against max/min, and against the baseline's late window."""
+    chk = Check(check_id, "rl_health", title, metric, direction, unit)
+    limit = ctx.limit(check_id)
+    if not limit.enabled:
+        return chk.skip("disabled by thresholds")
+    frac = ctx.settings.window
+    cur = [[v for _, v in late_window(r, metric, frac)] for r in ctx.current]
+    if not any(cur):
+        return chk.skip(f"{metric} is not logged by the current run")
+    pooled = [v for c in cur for v in c]
+    level = statistics.fmean(pooled)
+    chk.current, chk.n_current = level, len(pooled)
+    first_late = late_window(ctx.current[0], metric, frac)[0][0]
+    what = f"late mean (steps {first_late}+)"
+    status, reasons = "pass", []
+    if ctx.has_baseline and (limit.relative is not None or limit.absolute is not None):
+        base = [[v for _, v in late_window(r, metric, frac)] for r in ctx.baseline]
+        if any(base):
+            ch = bootstrap_change(base, cur, "mean", ctx.confidence, ctx.settings.resamples, _seed(check_id))
+            judge_change(chk, ch, limit, "late mean vs baseline", prefer="absolute" if unit in ("nats", "ratio")
+                         else "relative")
+            chk.confidence = ctx.confidence
+            status, reasons = chk.status, [chk.reason]
+        else:
+            reasons.append(f"the baseline does not log {metric}")
+    lv = judge_level(chk, level, limit, what)
+    if lv is not None:
+        if lv[0] == "fail":
+            status, reasons = "fail", [lv[1]] + reasons
+        else:
+            reasons.append(lv[1])
+    if not reasons:
+        return chk.skip("no baseline to compare with, and no absolute limit (max/min) set")
+    chk.set(status, "; ".join(reasons))
+    return cap_severity(chk, limit)
+
+
+def kl_growth_check(ctx: Context) -> Check:
+    chk = Check("rl.ppo.kl_growth", "rl_health", "KL growth over the run", "objective/kl", "lower_is_better", "nats")
+    limit = ctx.limit(chk.id)
+    if not limit.enabled:
+        return chk.skip("disabled by thresholds")
+
+    def rises(runs):
+        out = []
+        for r in runs:
+            pts = r.finite_points("objective/kl")
+            tr = trend([p[0] for p in pts], [p[1] for p in pts], ctx.confidence)
+            if tr is not None:
+                out.append(tr)
+        return out
+
+    cur = rises(ctx.current)
+    if not cur:
+        return chk.skip("objective/kl has fewer than 5 finite values")
+    worst = max(cur, key=lambda t: t.rise)
+    chk.current, chk.ci, chk.confidence = worst.rise, worst.rise_ci, ctx.confidence
+    chk.n_current = len(cur)
+    status, reasons = "pass", []
+    if limit.max is not None:
+        chk.threshold, chk.threshold_kind = limit.max, "absolute"
+        text = (f"KL rises by {fmt(worst.rise)} nats over the run (Theil-Sen, CI {fmt(worst.rise_ci[0])}.."
+                f"{fmt(worst.rise_ci[1])}), limit {fmt(limit.max)}")
+        status = "fail" if worst.rise_ci[0] > limit.max else ("warn" if worst.rise > limit.max else "pass")
+        reasons.append(text)
+    base = rises(ctx.baseline)
+    if base and limit.absolute is not None:
+        b = max(base, key=lambda t: t.rise)
+        diff = worst.rise - b.rise
+        lo = worst.rise_ci[0] - b.rise_ci[1]
+        chk.baseline, chk.change, chk.change_kind, chk.n_baseline = b.rise, diff, "absolute", len(base)
+        s = "fail" if lo > limit.absolute else ("warn" if diff > limit.absolute else "pass")
+        text = f"{fmt(diff)} nats more rise than the baseline's {fmt(b.rise)} (limit +{fmt(limit.absolute)})"
+        if ["pass", "warn", "fail"].index(s) > ["pass", "warn", "fail"].index(status):
+            status = s
+            chk.threshold, chk.threshold_kind = limit.absolute, "absolute"
+            chk.ci = (lo, worst.rise_ci[1] - b.rise_ci[0])
+            reasons.insert(0, text)
+        else:
+            reasons.append(text)
+    if not reasons:
+        return chk.skip("no limit set")
+    chk.set(status, "; ".join(reasons))
+    return cap_severity(chk, limit)
+
+
+def entropy_collapse_check(ctx: Context) -> Check:
+    chk = Check("rl.ppo.entropy_collapse", "rl_health", "Entropy collapse", "policy/entropy_avg",
+                "higher_is_better", "ratio")
+    limit = ctx.limit(chk.id)
+    if not limit.enabled:
+        return chk.skip("disabled by thresholds")
+    frac = ctx.settings.window
+    ratios = []
+    for r in ctx.current:
+        early = [v for _, v in early_window(r, "policy/entropy_avg", frac)]
+        late = [v for _, v in late_window(r, "policy/entropy_avg", frac)]
+        if early and late and statistics.fmean(early) > 0:
+            e0 = statistics.fmean(early)
+            below = next((s for s, v in r.finite_points("policy/entropy_avg")
+                          if limit.min is not None and v < limit.min * e0), None)
+            ratios.append((statistics.fmean(late) / e0, e0, statistics.fmean(late), below))
+    if not ratios:
+        return chk.skip("policy/entropy_avg is not logged")
+    worst = min(ratios)
+    chk.current = worst[0]
+    lv = judge_level(chk, worst[0], limit, "late / early entropy")
+    if lv is None:
+        return chk.skip("no limit set (min: the lowest late/early entropy ratio)")
+    if lv[0] == "fail":
+        chk.step = worst[3]
+    chk.threshold, chk.threshold_kind = limit.min, "absolute"
+    chk.set(lv[0], f"{lv[1]} (entropy {fmt(worst[1])} -> {fmt(worst[2])} nats per token)")
+    return cap_severity(chk, limit)
+
+
+def value_loss_explosion_check(ctx: Context) -> Check:
+    chk = Check("rl.ppo.value_loss_explosion", "rl_health", "Value loss explosion", "loss/value_avg",
+                "lower_is_better", "ratio")
+    limit = ctx.limit(chk.id)
+    if not limit.enabled:
+        return chk.skip("disabled by thresholds")
+    frac = ctx.settings.window
+    worst = None
+    for r in ctx.current:
+        early = [v for _, v in early_window(r, "loss/value_avg", frac)]
+        after = r.finite_points("loss/value_avg", after_warmup=True)
+        if not early or not after or statistics.median(early) <= 0:
+            continue
+        step, peak = max(after, key=lambda p: p[1])
+        ratio = peak / statistics.median(early)
+        if worst is None or ratio > worst[0]:
+            worst = (ratio, step, peak, statistics.median(early))
+    if worst is None:
+        return chk.skip("loss/value_avg is not logged")
+    chk.current = worst[0]
+    lv = judge_level(chk, worst[0], limit, "largest value loss after warmup / early median")
+    if lv is None:
+        return chk.skip("no limit set (max: largest value loss / early median)")
+    chk.threshold, chk.threshold_kind = limit.max, "absolute"
+    if lv[0] == "fail":
+        chk.step = worst[1]
+    chk.set(lv[0], f"{lv[1]} (peak {fmt(worst[2])} at step {worst[1]}, early median {fmt(worst[3])})")
+    return cap_severity(chk, limit)
+
+
+def rl_checks(ctx: Context) -> list[Check]:
+    t = ctx.training_type
+    out = [level_check(ctx, f"rl.{t}.{name}", metric, title, direction, unit)
+           for name, metric, title, direction, unit in RL_LEVEL.get(t, [])]
+    if t == "ppo":
+        out.insert(1, kl_growth_check(ctx))
+        out.insert(3, entropy_collapse_check(ctx))
+        out.append(value_loss_explosion_check(ctx))
+    if t in ("grpo", "rloo"):
+        beta = ctx.cur0.setting(f"{t}.beta")
+        for c in out:
+            if c.id == f"rl.{t}.kl" and c.status == "skip" and beta == 0:
+                c.reason = f"{t}.beta is 0: no KL term, so TRL logs no KL"
+    return out
+
+
+# -- invariants ---------------------------------------------------------------------------------------
+
+
+def _first(run: Run, metric: str) -> tuple[int, float] | None:
+    pts = run.points(metric)
+    return pts[0] if pts and pts[0][0] == run.steps[0] else None
+
+
+def expected_dpo_loss(run: Run) -> tuple[float | None, str]:
+    sec = run.config.get("dpo") or {}
+    extra = sec.get("extra_args") or {}
+    loss_type = extra.get("loss_type", sec.get("loss_type", "sigmoid"))
+    beta = float(extra.get("beta", sec.get("beta", 0.1)))
+    if isinstance(loss_type, list):
+        if len(loss_type) != 1:
+            return None, f"loss_type {loss_type} mixes losses"
+        loss_type = loss_type[0]
+    for key in ("rpo_alpha", "loss_weights", "ld_alpha"):
+        if extra.get(key) is not None:
+            return None, f"dpo.extra_args.{key} adds terms to the loss"
+    if loss_type in ("sigmoid", "robust"):
+        return math.log(2), f"ln 2 for loss_type {loss_type}"
+    if loss_type == "hinge":
+        return 1.0, "1 for loss_type hinge"
+    if loss_type == "ipo":
+        return 1 / (4 * beta * beta), f"1/(4 beta^2) for loss_type ipo, beta {beta:g}"
+    return None, f"no closed form at step 1 for loss_type {loss_type}"
+
+
+def dpo_initial_loss_check(ctx: Context) -> Check:
+    chk = Check("invariant.dpo.initial_loss", "invariant", "DPO loss at step 1", "loss", "band", None)
+    limit = ctx.limit(chk.id)
+    if not limit.enabled:
+        return chk.skip("disabled by thresholds")
+    expected, why = expected_dpo_loss(ctx.cur0)
+    if expected is None:
+        return chk.skip(why)
+    worst = None
+    for r in ctx.current:
+        first = _first(r, "loss")
+        if first is not None and (worst is None or abs(first[1] - expected) > abs(worst[1] - expected)
+                                  or not math.isfinite(first[1])):
+            worst = first
+    if worst is None:
+        return chk.skip("no loss logged at the first step")
+    chk.step, chk.current, chk.baseline = worst[0], worst[1], expected
+    chk.change, chk.change_kind = worst[1] - expected, "absolute"
+    margin = _first(ctx.cur0, "rewards/margins")
+    if margin is not None:
+        chk.details = {"rewards/margins": margin[1]}
+    tol = limit.absolute if limit.absolute is not None else 0.0
+    chk.threshold, chk.threshold_kind = tol, "absolute"
+    off = abs(worst[1] - expected) if math.isfinite(worst[1]) else math.inf
+    if off > tol:
+        chk.set("fail", f"loss at step {worst[0]} is {fmt(worst[1])}, expected {fmt(expected)} ({why}) when the "
+                        f"policy equals the reference; off by {fmt(off)} (tolerance {fmt(tol)})")
+    else:
+        chk.set("pass", f"loss at step {worst[0]} is {fmt(worst[1])}, {why} (off by {fmt(off)}, tolerance {fmt(tol)})")
+    return cap_severity(chk, limit)
+
+
+def ppo_first_minibatch_check(ctx: Context) -> Check:
+    chk = Check("invariant.ppo.first_minibatch", "invariant", "PPO ratio and clipping at step 1", "val/ratio",
+                "band", "ratio")
+    limit = ctx.limit(chk.id)
+    if not limit.enabled:
+        return chk.skip("disabled by thresholds")
+    r0 = ctx.cur0
+    per_step = (r0.setting("ppo.num_ppo_epochs", 1) * r0.setting("ppo.num_mini_batches", 1)
+                * r0.setting("train.gradient_accumulation_steps", 1))
+    if per_step != 1:
+        return chk.skip(f"step 1 averages {per_step} minibatches/epochs, so the first minibatch's ratio is not "
+                        "observable (it is with ppo.num_ppo_epochs = num_mini_batches = 1)")
+    problems, facts = [], []
+    for r in ctx.current:
+        ratio = _first(r, "val/ratio")
+        clip = _first(r, "policy/clipfrac_avg")
+        if ratio is None and clip is None:
+            continue
+        if ratio is not None:
+            chk.step, chk.current, chk.baseline = ratio[0], ratio[1], 1.0
+            chk.change, chk.change_kind = ratio[1] - 1.0, "absolute"
+            tol = limit.absolute if limit.absolute is not None else 0.0
+            chk.threshold, chk.threshold_kind = tol, "absolute"
+            off = abs(ratio[1] - 1.0) if math.isfinite(ratio[1]) else math.inf
+            (problems if off > tol else facts).append(
+                f"importance ratio {fmt(ratio[1])} at step {ratio[0]} (|ratio - 1| tolerance {fmt(tol)})")
+        if clip is not None and limit.max is not None:
+            bad = not math.isfinite(clip[1]) or clip[1] > limit.max
+            (problems if bad else facts).append(f"clip fraction {fmt(clip[1])} at step {clip[0]} (limit {fmt(limit.max)})")
+    if not problems and not facts:
+        return chk.skip("val/ratio and policy/clipfrac_avg are not logged at the first step")
+    if problems:
+        return cap_severity(chk.set("fail", "; ".join(problems) + ": the policy that sampled and the policy "
+                                    "being trained disagree before any update"), limit)
+    return cap_severity(chk.set("pass", "; ".join(facts)), limit)
+
+
+def first_clip_check(ctx: Context) -> Check:
+    t = ctx.training_type
+    chk = Check(f"invariant.{t}.first_clip", "invariant", "Clip ratio at step 1", "clip_ratio/region_mean",
+                "lower_is_better", "ratio")
+    limit = ctx.limit(chk.id)
+    if not limit.enabled:
+        return chk.skip("disabled by thresholds")
+    firsts = [f for f in (_first(r, "clip_ratio/region_mean") for r in ctx.current) if f is not None]
+    if not firsts:
+        return chk.skip("clip_ratio/region_mean is not logged at the first step")
+    step, value = max(firsts, key=lambda f: f[1] if math.isfinite(f[1]) else math.inf)
+    chk.step, chk.current = step, value
+    lv = judge_level(chk, value if math.isfinite(value) else math.inf, limit, f"clip ratio at step {step}")
+    if lv is None:
+        return chk.skip("no limit set (max)")
+    chk.threshold, chk.threshold_kind = limit.max, "absolute"
+    extra = "" if lv[0] == "pass" else ": the importance ratio is not 1 before any update"
+    return cap_severity(chk.set(lv[0], lv[1] + extra), limit)
+
+
+def invariant_checks(ctx: Context) -> list[Check]:
+    t = ctx.training_type
+    if t == "dpo":
+        return [dpo_initial_loss_check(ctx)]
+    if t == "ppo":
+        return [ppo_first_minibatch_check(ctx)]
+    if t in ("grpo", "rloo"):
+        return [first_clip_check(ctx)]
+    return []
