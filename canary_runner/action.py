@@ -540,11 +540,15 @@ class Action:
         out.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "canary_runner.cli", "compare", str(current), *map(str, baselines),
                "-o", str(out)]
+        if not baselines:
+            cmd.append("--no-baseline")
         if self.inputs.thresholds:
             cmd += ["--thresholds", self.inputs.thresholds]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
+        self.wf.group(f"Comparison with {len(baselines)} baseline run(s)" if baselines else "Comparison (no baseline)")
         for line in (proc.stdout + proc.stderr).splitlines():
-            log.info("  %s", line)
+            log.info("%s", line)
+        self.wf.endgroup()
         if proc.returncode not in (0, 1) or not out.is_file():
             raise RuntimeError(f"canary compare failed (exit {proc.returncode}): "
                                f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:] or ['no output']}")
