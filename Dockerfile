@@ -42,8 +42,11 @@ COPY requirements.lock /tmp/requirements.lock
 RUN pip install --no-cache-dir -r /tmp/requirements.lock \
     && pip check
 
-# The package itself (not editable), then the entrypoint.
+# The package itself (not editable), then the entrypoint. canary_runner/configs and canary_runner/templates
+# are symlinks to the top-level configs/ and templates/, so those are copied beside it for the wheel build.
 COPY pyproject.toml README.md /opt/rlhf-canary/
+COPY configs /opt/rlhf-canary/configs
+COPY templates /opt/rlhf-canary/templates
 COPY canary_runner /opt/rlhf-canary/canary_runner
 RUN pip install --no-cache-dir --no-deps /opt/rlhf-canary \
     && canary --help > /dev/null

@@ -304,3 +304,35 @@ def test_artifact_baseline_from_the_default_branch(run_action, fake, blob_server
     assert result.returncode == 0, result.log
     assert result.outputs["verdict"] == "pass"
     assert (result.workspace / f"canary-results/{CONFIG}/baseline/baseline-0.json").read_bytes() == twin.read_bytes()
+
+
+def test_nightly_schedule_updates_a_path_baseline(run_action, fake, seed_run):
+    # A schedule payload names no repository: the default branch comes from the API.
+    result = run_action(event_name="schedule", event={"schedule": "17 3 * * *"},
+                        inputs={"metrics": str(seed_run), "mode": "update-baseline", "baseline": "path:baselines"})
+    assert result.returncode == 0, result.log
+    assert result.outputs["verdict"] == "no-baseline"
+    stored = result.workspace / "baselines" / CONFIG / hardware_key(seed_run) / "metrics.json"
+    assert stored.read_bytes() == seed_run.read_bytes()
+    assert len(list(stored.parent.glob("history/*.json"))) == 1
+    assert fake.calls("GET", r"^/repos/[^/]+/[^/]+$")
+    assert only_check_run(fake)["head_sha"] == MAIN_SHA and fake.comments == {}
+
+    # The next night compares with it.
+    again = run_action(event_name="schedule", event={"schedule": "17 3 * * *"},
+                       inputs={"metrics": str(copy_run(seed_run, run_action.root / "night2")),
+                               "mode": "update-baseline", "baseline": "path:baselines"})
+    assert again.returncode == 0 and again.outputs["verdict"] == "pass", again.log
+    assert len(list(stored.parent.glob("history/*.json"))) == 2
+
+
+def test_workflow_dispatch_without_a_comment(run_action, fake, seed_run, twin):
+    event = {"inputs": {"config": "dpo", "tier": "perf"}, "ref": "refs/heads/main",
+             "repository": {"full_name": fake.repo, "default_branch": "main"}}
+    result = run_action(event_name="workflow_dispatch", event=event,
+                        inputs={"metrics": str(seed_run), "baseline": f"path:{twin.parent}", "comment": "false",
+                                "check-name": "canary (manual)"})
+    assert result.returncode == 0, result.log
+    check = only_check_run(fake)
+    assert check["name"] == "canary (manual)" and check["head_sha"] == MAIN_SHA
+    assert fake.calls("GET", "/comments") == [] and fake.comments == {}

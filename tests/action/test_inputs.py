@@ -135,3 +135,36 @@ def test_a_config_that_does_not_validate_is_bad_input(run_action, fake):
                         timeout=60)
     assert result.returncode == 2
     assert any("train.max_stpes: unknown field" in e for e in result.commands("error"))
+
+
+@pytest.mark.parametrize("verdict, run_status, fail_on, conclusion, code", [
+    ("pass", "completed", "fail", "success", 0),
+    ("warn", "completed", "fail", "neutral", 0),
+    ("warn", "completed", "warn", "failure", 1),
+    ("fail", "completed", "fail", "failure", 1),
+    ("fail", "completed", "warn", "failure", 1),
+    ("fail", "completed", "never", "neutral", 0),
+    ("no-baseline", "completed", "warn", "neutral", 0),
+    ("fail", "crashed", "fail", "failure", 3),
+    ("fail", "timeout", "never", "failure", 0),
+])
+def test_verdict_and_fail_on_decide_the_check_and_the_exit_code(verdict, run_status, fail_on, conclusion, code):
+    act = action.Action({}, Workflow({}, io.StringIO()))
+    act.inputs = action.Inputs(config="dpo", fail_on=fail_on)
+    act.outcome = action.Outcome(verdict=verdict, run_status=run_status)
+    assert (act.conclusion(), act.exit_code()) == (conclusion, code)
+
+
+def test_the_image_build_context_has_what_the_package_build_needs():
+    """canary_runner/configs and canary_runner/templates are symlinks out of the package: the Dockerfile
+    must copy their targets and .dockerignore must let them through, or the wheel ships without them."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    allowed = {line[1:].strip().rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
+               if line.startswith("!")}
+    links = [p for p in (REPO / "canary_runner").iterdir() if p.is_symlink()]
+    for link in links:
+        target = (link.parent / link.readlink()).resolve().relative_to(REPO).as_posix()
+        assert f"COPY {target} /opt/rlhf-canary/{target}" in dockerfile, target
+        assert target in allowed, target
+    for path in ("pyproject.toml", "README.md", "requirements.lock", "entrypoint.py", "canary_runner"):
+        assert path in allowed, path
