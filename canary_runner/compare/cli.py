@@ -23,7 +23,7 @@ current repeats: --current PATH (repeatable). Every BASELINE path belongs to the
 
   canary compare runs/pr runs/main                      one run each
   canary compare runs/pr-repeats/ runs/main-a runs/main-b   repeats on both sides
-  canary compare runs/pr1 --current runs/pr2 runs/main  two current repeats
+  canary compare runs/pr1 runs/main --current runs/pr2  two current repeats (options after the paths)
   canary compare runs/pr --no-baseline                  baseline-free checks only
 
 Exit codes: 0 pass, warn or no-baseline; 1 fail; 2 bad input; 3 internal error."""

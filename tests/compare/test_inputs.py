@@ -1,0 +1,188 @@
+"""Bad input is exit 2 with a message that says what is wrong; good input writes a valid comparison.json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from canary_runner.cli import main as canary_main
+
+from .conftest import make_record
+
+
+def test_missing_file_is_exit_2(compare, tmp_path, record_dir):
+    base = record_dir("base")
+    r = compare(tmp_path / "nope", base)
+    assert r.code == 2
+    assert "nope" in r.err and "no such file or directory" in r.err
+    assert "Traceback" not in r.err
+
+
+def test_directory_without_runs_is_exit_2(compare, tmp_path, record_dir):
+    (tmp_path / "empty").mkdir()
+    r = compare(record_dir("cur"), tmp_path / "empty")
+    assert r.code == 2
+    assert "no metrics.json" in r.err
+
+
+def test_corrupt_json_is_exit_2(compare, tmp_path, record_dir):
+    bad = tmp_path / "corrupt"
+    bad.mkdir()
+    (bad / "metrics.json").write_text('{"schema_version": 1, "status": "compl')
+    r = compare(record_dir("cur"), bad)
+    assert r.code == 2
+    assert "baseline run" in r.err and "not valid JSON" in r.err
+    assert "Traceback" not in r.err
+
+
+def test_wrong_schema_version_is_exit_2(compare, tmp_path, record_dir):
+    rec = make_record()
+    rec["schema_version"] = 99
+    path = tmp_path / "future"
+    path.mkdir()
+    (path / "metrics.json").write_text(json.dumps(rec))
+    r = compare(path, record_dir("base"))
+    assert r.code == 2
+    assert "schema_version 99 is not supported" in r.err
+
+
+def test_schema_violation_is_exit_2(compare, tmp_path, record_dir):
+    rec = make_record()
+    del rec["series"]
+    path = tmp_path / "broken"
+    path.mkdir()
+    (path / "metrics.json").write_text(json.dumps(rec))
+    r = compare(path, record_dir("base"))
+    assert r.code == 2
+    assert "does not match the metrics schema" in r.err
+
+
+def test_thresholds_file_with_unknown_check_is_exit_2(compare, tmp_path, record_dir):
+    th = tmp_path / "th.yaml"
+    th.write_text("checks:\n  perf.step_tme: {relative: 0.1}\n")
+    r = compare(record_dir("cur"), record_dir("base"), "--thresholds", th)
+    assert r.code == 2
+    assert str(th) in r.err and "perf.step_tme" in r.err and "did you mean 'perf.step_time'" in r.err
+
+
+def test_thresholds_file_with_unknown_field_is_exit_2(compare, tmp_path, record_dir):
+    th = tmp_path / "th.yaml"
+    th.write_text("checks:\n  perf.step_time: {relatve: 0.1}\n")
+    r = compare(record_dir("cur"), record_dir("base"), "--thresholds", th)
+    assert r.code == 2
+    assert "checks.perf.step_time.relatve: unknown field" in r.err
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("confidence: 1.5\n", "confidence"),
+    ("checks:\n  perf.step_time: {relative: -1}\n", "relative"),
+    ("checks: [1, 2]\n", "checks"),
+    ("bogus: 1\n", "bogus: unknown field"),
+    ("checks: {perf.step_time: {relative: 0.1}\n", "not valid YAML"),
+])
+def test_invalid_thresholds_files(compare, tmp_path, record_dir, text, expected):
+    th = tmp_path / "th.yaml"
+    th.write_text(text)
+    r = compare(record_dir("cur"), record_dir("base"), "--thresholds", th)
+    assert r.code == 2
+    assert expected in r.err
+
+
+def test_missing_thresholds_file_is_exit_2(compare, tmp_path, record_dir):
+    r = compare(record_dir("cur"), record_dir("base"), "--thresholds", tmp_path / "none.yaml")
+    assert r.code == 2 and "thresholds file not found" in r.err
+
+
+def test_bad_inline_thresholds_in_the_run_are_exit_2(compare, record_dir):
+    rec = make_record()
+    rec["config"]["thresholds"] = {"checks": {"no.such.check": {"max": 1}}}
+    r = compare(record_dir("cur", rec), record_dir("base"))
+    assert r.code == 2
+    assert "config.thresholds" in r.err and "no.such.check" in r.err
+
+
+def test_different_training_types_are_exit_2(compare, record_dir):
+    r = compare(record_dir("cur", training_type="dpo"), record_dir("base", training_type="sft"))
+    assert r.code == 2
+    assert "the current run is dpo" in r.err and "baseline is sft" in r.err
+
+
+def test_repeats_of_different_configs_are_exit_2(compare, record_dir):
+    a = record_dir("a", seed=1)
+    b = record_dir("b", seed=2, overrides=("train.learning_rate=0.1",))
+    r = compare(a, record_dir("base"), "--current", b)
+    assert r.code == 2 and "not repeats of one config" in r.err
+
+
+def test_same_run_twice_is_exit_2(compare, record_dir):
+    a = record_dir("a")
+    r = compare(a, record_dir("base"), "--current", a)
+    assert r.code == 2 and "more than once" in r.err
+
+
+def test_no_baseline_flag_with_baseline_is_exit_2(compare, record_dir):
+    r = compare(record_dir("cur"), record_dir("base"), "--no-baseline")
+    assert r.code == 2 and "exclude each other" in r.err
+
+
+def test_no_current_is_exit_2(compare):
+    r = compare()
+    assert r.code == 2 and "give the current run" in r.err
+
+
+def test_unknown_tier_is_a_usage_error(capsys, record_dir):
+    with pytest.raises(SystemExit) as e:
+        canary_main(["compare", str(record_dir("cur")), "--tier", "weekly"])
+    assert e.value.code == 2
+
+
+def test_help_documents_the_syntax(capsys):
+    with pytest.raises(SystemExit) as e:
+        canary_main(["compare", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for words in ("CURRENT", "BASELINE", "--current PATH", "--no-baseline", "--thresholds", "--tier",
+                  "directory whose subdirectories are run directories", "Exit codes"):
+        assert words in text
+
+
+def test_list_checks(capsys):
+    assert canary_main(["compare", "--list-checks"]) == 0
+    out = capsys.readouterr().out
+    assert "perf.step_time" in out and "relative=0.2" in out and "relative=0.05" in out
+
+
+def test_repeats_from_a_directory_and_json_output(compare, tmp_path, record_dir):
+    reps = tmp_path / "reps"
+    for i in range(3):
+        record_dir(f"reps/r{i}", seed=i)
+    r = compare(reps, record_dir("base", seed=9), "--json")
+    assert r.code == 0
+    printed = json.loads(r.out)
+    assert printed["current"]["runs"] == 3 and printed["baseline"]["runs"] == 1
+    assert r.doc["schema_version"] == 1
+    assert r.doc["verdict"] in ("pass", "warn")
+    assert len(r.doc["current"]["run_ids"]) == 3
+
+
+def test_document_fields(compare, record_dir):
+    margins = {"rewards/margins": [0.02 * i for i in range(30)]}
+    r = compare(record_dir("cur", seed=1, series=margins), record_dir("base", seed=2, series=margins),
+                "--tier", "nightly")
+    d = r.doc
+    assert d["tier"] == "nightly"
+    assert d["thresholds_source"] == ["canary_runner/compare/defaults.yaml#nightly"]
+    assert set(d["counts"]) == {"pass", "warn", "fail", "skip"}
+    assert sum(d["counts"].values()) == len(d["checks"])
+    assert {"loss", "rewards/margins", "step_time_s"} <= set(d["curves"])
+    assert len(d["curves"]["loss"]["current"]["value"]) == 30  # full resolution
+    assert d["curves"]["loss"]["baseline"]["step"][0] == 1
+    assert "loss" in d["metrics"] and set(d["metrics"]["loss"]) == {"baseline", "current"}
+    assert d["environment"] == {"same_hardware": True, "changes": []}
+    for c in d["checks"]:
+        assert c["reason"], c["id"]
+        assert c["direction"] in ("lower_is_better", "higher_is_better", "band", "none")
+    step = r.check("perf.step_time")
+    assert step["ci"] is not None and step["change_kind"] == "relative" and step["threshold"] == 0.05
+    assert step["n_baseline"] == 25 and step["n_current"] == 25 and 0 <= step["p_value"] <= 1
