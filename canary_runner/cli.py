@@ -158,12 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_configs)
 
     for name, module, help_text in EXTERNAL:
-        try:
-            mod = import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name and module.startswith(e.name):
-                continue  # that part of the tool is not installed in this build
-            raise
+        mod = import_module(module)
         p = sub.add_parser(name, help=help_text)
         mod.add_arguments(p)
         p.set_defaults(func=mod.main)
