@@ -264,7 +264,7 @@ def level_check(ctx: Context, check_id: str, metric: str, title: str, direction:
     pooled = [v for c in cur for v in c]
     level = statistics.fmean(pooled)
     chk.current, chk.n_current = level, len(pooled)
-    first_late = late_window(ctx.current[0], metric, frac)[0][0]
+    first_late = next(late_window(r, metric, frac)[0][0] for r in ctx.current if late_window(r, metric, frac))
     what = f"late mean (steps {first_late}+)"
     status, reasons = "pass", []
     if ctx.has_baseline and (limit.relative is not None or limit.absolute is not None):
@@ -356,7 +356,7 @@ def entropy_collapse_check(ctx: Context) -> Check:
             ratios.append((statistics.fmean(late) / e0, e0, statistics.fmean(late), below))
     if not ratios:
         return chk.skip("policy/entropy_avg is not logged")
-    worst = min(ratios)
+    worst = min(ratios, key=lambda t: t[0])
     chk.current = worst[0]
     lv = judge_level(chk, worst[0], limit, "late / early entropy")
     if lv is None:

@@ -260,3 +260,39 @@ def test_timeout_is_a_failure(compare, record_dir):
     r = compare(record_dir("cur", rec), record_dir("base"))
     assert r.status("run.status") == "fail" and "timeout" in r.check("run.status")["reason"]
     assert r.doc["diagnosis"][0]["cause"] == "The run exceeded its time limit"
+
+
+def test_run_that_crashed_before_its_first_step(compare, record_dir):
+    rec = make_record(status="crashed", error={"type": "OutOfMemoryError", "message": "CUDA out of memory",
+                                               "traceback": None, "step": None},
+                      series={k: [] for k in ("step", "warmup", "step_time_s", "tokens", "loss", "grad_norm",
+                                              "mem_rss_anon_mb", "learning_rate")})
+    r = compare(record_dir("cur", rec), record_dir("base"))
+    assert r.code == 1 and r.doc["verdict"] == "fail"
+    assert "0/30 steps" in r.check("run.status")["reason"]
+    assert r.doc["diagnosis"][0]["cause"] == "The run ran out of memory"
+    ppo = make_record(training_type="ppo", status="crashed", error={"type": "RuntimeError", "message": "boom"},
+                      series={k: [] for k in ("step", "warmup", "step_time_s", "tokens", "loss", "grad_norm",
+                                              "mem_rss_anon_mb", "learning_rate")})
+    r = compare(record_dir("ppo", ppo), "--no-baseline")
+    assert r.doc["verdict"] == "fail"
+
+
+def test_a_baseline_that_did_not_complete_warns(compare, record_dir):
+    rec = make_record(status="interrupted", error={"type": "Interrupted", "message": "received SIGTERM"})
+    r = compare(record_dir("cur"), record_dir("base", rec))
+    assert r.status("run.baseline_status") == "warn" and "SIGTERM" in r.check("run.baseline_status")["reason"]
+    assert r.doc["baseline"]["status"] == "interrupted"
+
+
+def test_fields_a_newer_config_schema_added_are_not_a_config_change(compare, record_dir):
+    old = make_record(run_id="old")
+    old["config"]["train"].pop("gc_freeze")
+    del old["config"]["thresholds"]
+    r = compare(record_dir("cur"), record_dir("base", old))
+    assert r.status("run.config") == "pass"
+    paths = {d["path"]: d for d in r.doc["config_diff"]}
+    assert paths["train.gc_freeze"]["absent"] == "baseline"
+    lora = make_record(overrides=("model.lora.r=8",), run_id="lora")
+    r = compare(record_dir("lora", lora), record_dir("base2"))
+    assert r.status("run.config") == "warn" and "model.lora" in r.check("run.config")["reason"]
