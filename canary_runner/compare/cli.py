@@ -112,7 +112,7 @@ def list_checks() -> int:
 
     per_tier = {t: resolve(t) for t in tiers}
     ids = sorted(per_tier["smoke"].checks)
-    print(f"{'check id':<32} " + " ".join(f"{t:<34}" for t in tiers))
+    table = []
     for cid in ids:
         cells = []
         for t in tiers:
@@ -121,8 +121,13 @@ def list_checks() -> int:
                                                 ("max", lim.max), ("min", lim.min)) if v is not None]
             if lim.severity != "fail":
                 parts.append(f"severity={lim.severity}")
-            cells.append(f"{', '.join(parts) or '-':<34}")
-        print(f"{cid:<32} " + " ".join(cells))
+            cells.append(", ".join(parts) or "-")
+        table.append((cid, cells))
+    w0 = max(len(c) for c in ids)
+    widths = [max(len(t), *(len(row[1][i]) for row in table)) for i, t in enumerate(tiers)]
+    print(f"{'check id':<{w0}}  " + "  ".join(f"{t:<{w}}" for t, w in zip(tiers, widths)).rstrip())
+    for cid, cells in table:
+        print(f"{cid:<{w0}}  " + "  ".join(f"{c:<{w}}" for c, w in zip(cells, widths)).rstrip())
     print("\nAlso always run: run.status. Families perf.phase, memory.cuda_max_allocated and "
           "memory.cuda_max_reserved take FAMILY.NAME keys for one phase or device.")
     return EXIT_OK

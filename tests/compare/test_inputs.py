@@ -186,3 +186,25 @@ def test_document_fields(compare, record_dir):
     step = r.check("perf.step_time")
     assert step["ci"] is not None and step["change_kind"] == "relative" and step["threshold"] == 0.05
     assert step["n_baseline"] == 25 and step["n_current"] == 25 and 0 <= step["p_value"] <= 1
+
+
+def test_compare_reads_plain_data_without_torch_or_trl(record_dir):
+    import subprocess
+    import sys
+
+    cur, base = record_dir("cur"), record_dir("base")
+    code = f"""
+import sys
+import canary_runner.compare.cli, canary_runner.compare.calibrate
+assert 'numpy' not in sys.modules, 'the command modules must stay import-light'
+from canary_runner.compare import engine
+from canary_runner.compare.loading import load_side
+from canary_runner.compare.settings import resolve
+doc = engine.compare(load_side([{str(cur)!r}], 'current'), load_side([{str(base)!r}], 'baseline'), resolve('smoke'))
+heavy = sorted(m for m in ('torch', 'transformers', 'trl', 'accelerate', 'datasets') if m in sys.modules)
+assert not heavy, heavy
+print(doc['verdict'])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() in ("pass", "warn")

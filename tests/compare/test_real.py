@@ -46,12 +46,6 @@ def test_identical_reruns_pass(compare, dpo_aa):
     assert r.doc["current"]["runs"] == 2 and r.doc["baseline"]["runs"] == 2
 
 
-def test_single_rerun_passes_at_smoke_thresholds(compare, dpo_aa):
-    (c1, _), (b1, _) = dpo_aa
-    r = compare(c1, b1)
-    assert r.code == 0 and not r.failing(), r.out
-
-
 def test_checkpointing_and_a_bigger_batch_fail_on_step_time(compare, trained, dpo_aa):
     # Gradient checkpointing alone costs this tiny model ~20-40% per step: within smoke noise. With the
     # batch doubled as well, each step does twice the work and recomputes activations: 2x+ step time.
@@ -62,7 +56,7 @@ def test_checkpointing_and_a_bigger_batch_fail_on_step_time(compare, trained, dp
     assert r.code == 1
     step = r.check("perf.step_time")
     assert step["status"] == "fail", step["reason"]
-    assert step["ci"][0] > 0.5, step["reason"]
+    assert step["ci"][0] > 0.2, step["reason"]
     top = r.doc["diagnosis"][0]
     assert top["cause"].startswith("The config changed a performance lever"), r.doc["diagnosis"]
     assert "perf.step_time" in top["checks"]
