@@ -274,6 +274,9 @@ def curve_check(ctx: Context, check_id: str, metric: str, title: str) -> Check:
     chk.step = s
     text = (f"{metric} leaves the band at step {s}: {fmt(c)} vs baseline {fmt(b)} (|diff| {fmt(abs(c - b))} > "
             f"{fmt(band)}); {outside}/{len(common)} steps outside")
+    allowed = limit.max or 0.0  # the share of steps that may stray (nondeterministic hardware)
+    if outside / len(common) <= allowed:
+        return cap_severity(chk.set("pass", text + f", within the allowed {allowed:.0%}"), limit)
     if ok:
         chk.set("fail", text + " with the same seed, config and stack")
     else:

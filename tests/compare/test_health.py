@@ -296,3 +296,16 @@ def test_fields_a_newer_config_schema_added_are_not_a_config_change(compare, rec
     lora = make_record(overrides=("model.lora.r=8",), run_id="lora")
     r = compare(record_dir("lora", lora), record_dir("base2"))
     assert r.status("run.config") == "warn" and "model.lora" in r.check("run.config")["reason"]
+
+
+def test_curve_band_may_allow_a_share_of_stray_steps(compare, record_dir, tmp_path):
+    loss = [0.7 * math.exp(-i / 40) for i in range(30)]
+    stray = list(loss)
+    stray[20] *= 1.5
+    cur, base = record_dir("cur", series={"loss": stray}), record_dir("base")
+    assert compare(cur, base).status("correctness.loss_curve") == "fail"
+    th = tmp_path / "th.yaml"
+    th.write_text("checks:\n  correctness.loss_curve: {max: 0.05}\n")
+    r = compare(cur, base, "--thresholds", th)
+    c = r.check("correctness.loss_curve")
+    assert c["status"] == "pass" and c["step"] == 21 and "within the allowed 5%" in c["reason"]
