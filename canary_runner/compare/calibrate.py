@@ -5,6 +5,8 @@ on each metric, and writes a thresholds file:
 
 - performance (step time, tokens/s, phase times): spread = the largest relative difference between
   the median step times (etc.) of any two runs; threshold `relative` = MULTIPLE x spread, at least 2%.
+  With 5 runs or more, the one run farthest from the others is left out first: a single run disturbed
+  by another job would otherwise set the threshold for every later comparison.
 - memory peaks: spread = max - min over the runs; `absolute` = MULTIPLE x spread (at least 4 MB) and
   `relative` = the same as a fraction of the median peak (at least 2%).
 - numeric checks (loss/reward curves, RL late-window means): written only when the A/A spread seen
@@ -128,6 +130,12 @@ def measure(runs, multiple: float, tier: str) -> list[tuple[str, dict, str]]:
         meds = [statistics.median(s) for s in (samples(r) for r in runs) if s]
         if len(meds) < 2:
             continue
+        dropped = ""
+        if len(meds) >= 5:
+            center = statistics.median(meds)
+            far = max(meds, key=lambda m: abs(math.log(m / center)) if m > 0 and center > 0 else 0.0)
+            meds.remove(far)
+            dropped = f" (left out the farthest run, {far:.4g} {unit})"
         if cid == "perf.tokens_per_s":
             spread = 1 - min(meds) / max(meds)  # the largest drop between two runs
             thr = min(_ceil(max(multiple * spread, PERF_FLOOR)), 0.95)
@@ -135,7 +143,7 @@ def measure(runs, multiple: float, tier: str) -> list[tuple[str, dict, str]]:
             spread = _max_pair_rel(meds)
             thr = _ceil(max(multiple * spread, PERF_FLOOR))
         out.append((cid, {"relative": thr},
-                    f"run medians {min(meds):.4g}..{max(meds):.4g} {unit}: largest A/A change {spread:.1%}"))
+                    f"run medians {min(meds):.4g}..{max(meds):.4g} {unit}: largest A/A change {spread:.1%}{dropped}"))
 
     mem = [("memory.cpu_rss_anon_peak", checks_perf._summary_mem("cpu_rss_anon_mb")),
            ("memory.cpu_rss_anon_rise", checks_perf._summary_mem("cpu_rss_anon_rise_mb"))]

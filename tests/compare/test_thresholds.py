@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from canary_runner.compare.settings import resolve
 from canary_runner.config import ConfigError, load_config
@@ -77,3 +78,23 @@ def test_every_check_compare_emits_can_be_configured(compare, record_dir, traini
     assert "perf.phase.generation" in ids and "memory.cuda_max_allocated.cuda:0" in ids
     used = {i if i in known_check_keys() else i.rsplit(".", 1)[0] for i in ids}
     assert used <= known_check_keys()
+
+
+def test_calibration_measures_the_spread_and_leaves_out_one_disturbed_run(tmp_path):
+    from canary_runner.compare.calibrate import measure, render
+    from canary_runner.compare.loading import load_side
+
+    from .conftest import write_record
+
+    paths = []
+    for i, level in enumerate([0.020, 0.021, 0.0205, 0.0198, 0.040]):  # the last run shared the machine
+        rec = make_record(seed=i, run_id=f"r{i}", step_time=level, noise=0.0)
+        paths.append(write_record(tmp_path / f"r{i}", rec))
+    runs = load_side(paths, "calibration")
+    rows = {cid: (lim, note) for cid, lim, note in measure(runs, 1.5, "smoke")}
+    lim, note = rows["perf.step_time"]
+    assert lim == {"relative": 0.091}  # 1.5 x (0.021 / 0.0198 - 1), rounded up
+    assert "left out the farthest run, 0.04 s" in note
+    assert rows["correctness.loss_curve"][0] is None  # identical curves: the default band stands
+    written = yaml.safe_load(render(runs, 1.5, "smoke"))
+    assert parse_thresholds(written, "calibrated").checks["perf.step_time"].relative == 0.091
