@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import statistics
 import time
 import uuid
 import zipfile
@@ -40,13 +42,19 @@ checks:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def copy_run(src: Path, dest: Path, *, time_factor: float = 1.0) -> Path:
-    """Another run of the same config: a new run id, step (and phase) times scaled by `time_factor`."""
+def copy_run(src: Path, dest: Path, *, time_factor: float = 1.0, steady: bool = False) -> Path:
+    """Another run of the same config: a new run id, step (and phase) times scaled by `time_factor`.
+    `steady` replaces the step times with the run's median and a 1% wobble, so a verdict on timing
+    does not depend on how loaded this machine was when the seed run trained."""
     record = results.load_metrics(src)
     series = record["series"]
     phases = sorted(k for k in series if k.endswith("_time_s") and k != "step_time_s")
     for key in ["step_time_s", *phases]:
-        series[key] = [v * time_factor if isinstance(v, (int, float)) else v for v in series[key]]
+        values = series[key]
+        if steady:
+            median = statistics.median(v for v in values if isinstance(v, (int, float)))
+            values = [median * (1 + 0.01 * math.sin(i)) if isinstance(v, (int, float)) else v for i, v in enumerate(values)]
+        series[key] = [v * time_factor if isinstance(v, (int, float)) else v for v in values]
     record["summary"] = results.summarize(series, phases)
     record["run"]["id"] = f"{CONFIG}-copy-{uuid.uuid4().hex[:8]}"
     out = dest / "metrics.json" if dest.suffix != ".json" else dest
@@ -217,9 +225,10 @@ train: {{max_steps: 100000, warmup_steps: 1, timeout_s: 1}}
 
 # ------------------------------------------------------------------- finished runs (metrics input)
 def test_pr_much_slower_than_baseline_fails_but_fail_on_never_keeps_the_step_green(run_action, fake, seed_run):
-    fast = copy_run(seed_run, run_action.root / "fast", time_factor=0.2)  # main was 5x faster
+    current = copy_run(seed_run, run_action.root / "current", steady=True)
+    fast = copy_run(seed_run, run_action.root / "fast", time_factor=0.2, steady=True)  # main was 5x faster
     result = run_action(event_name="pull_request", event=pr_event(fake.repo),
-                        inputs={"metrics": str(seed_run), "baseline": f"path:{fast.parent}", "fail-on": "never"})
+                        inputs={"metrics": str(current), "baseline": f"path:{fast.parent}", "fail-on": "never"})
     assert result.returncode == 0, result.log
     assert result.outputs["verdict"] == "fail"
     assert "perf.step_time" in result.outputs["failed-checks"].split(",")

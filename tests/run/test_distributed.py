@@ -109,10 +109,10 @@ def test_merge_computes_straggler_ratio_from_per_rank_medians(tmp_path, configs_
     real = results.load_metrics(rank_dir(tmp_path, 0))
     real["series"]["step_time_s"] = [1.0, 1.0, 1.0, 1.0]
     results.write_json_atomic(rank_dir(tmp_path, 0) / "metrics.json", real)
-    _fake_rank(rank_dir(tmp_path, 1), [1.5, 1.5, 1.5, 1.5], [500.0] * 4, status="crashed")
+    _fake_rank(rank_dir(tmp_path, 1), [1.5, 1.5, 1.5, 1.5], [50000.0] * 4, status="crashed")
     rec = merge(tmp_path, 2, "ddp", launcher_code=1)
     d = rec["summary"]["distributed"]
     assert d["step_time_median_max_s"] == 1.5
     assert d["straggler_ratio"] == pytest.approx(1.5 / 1.25)
-    assert d["peak_memory_max_mb"] == 500.0
+    assert d["peak_memory_max_mb"] == 50000.0
     assert rec["status"] == "crashed" and "rank 1 died" in rec["error"]["message"]
