@@ -55,7 +55,9 @@ def _sampled(ctx: Context, check_id: str, title: str, metric: str, unit: str, di
 def phase_names(ctx: Context) -> list[str]:
     names = set()
     for r in ctx.current + ctx.baseline:
-        names |= {k[: -len("_time_s")] for k in r.series if k.endswith("_time_s") and k != "step_time_s"}
+        # Per-rank series of distributed runs ("rank1/step_time_s") are not phases.
+        names |= {k[: -len("_time_s")] for k in r.series
+                  if k.endswith("_time_s") and k != "step_time_s" and "/" not in k}
     return sorted(names)
 
 
@@ -89,8 +91,10 @@ def _peak_change(base: list[float], cur: list[float]) -> Change:
     return Change(b, c, rel, rel_ci, c - b, abs_ci, len(base), len(cur))
 
 
-def _memory_check(ctx: Context, check_id: str, title: str, metric: str, value, what: str) -> Check:
-    chk = Check(check_id, "memory", title, metric, "lower_is_better", "MB")
+def _memory_check(ctx: Context, check_id: str, title: str, metric: str, value, what: str,
+                  category: str = "memory", unit: str | None = "MB") -> Check:
+    """A per-run peak (lower is better) vs the baseline's, and against an absolute `max`."""
+    chk = Check(check_id, category, title, metric, "lower_is_better", unit)
     limit = ctx.limit(check_id)
     if not limit.enabled:
         return chk.skip("disabled by thresholds")
@@ -155,3 +159,28 @@ def memory_checks(ctx: Context) -> list[Check]:
                                  "summary.peak_memory.devices.max_reserved_mb",
                                  _device_mem(dev, "max_reserved_mb"), f"reserved on {dev}"))
     return out
+
+
+# -- distributed ------------------------------------------------------------------------------------
+
+
+def _distributed(key: str):
+    def get(run):
+        v = (run.summary.get("distributed") or {}).get(key)
+        return float(v) if isinstance(v, (int, float)) else None
+    return get
+
+
+def distributed_checks(ctx: Context) -> list[Check]:
+    """Multi-process runs: the largest rank's peak memory and the straggler ratio (slowest rank's
+    median step time over the median rank's)."""
+    if all(_distributed("world_size")(r) is None for r in ctx.current):
+        return []
+    return [
+        _memory_check(ctx, "distributed.rank_memory", "Peak memory of the largest rank",
+                      "summary.distributed.peak_memory_max_mb", _distributed("peak_memory_max_mb"),
+                      "largest rank's peak memory", category="distributed"),
+        _memory_check(ctx, "distributed.straggler_ratio", "Straggler ratio (slowest / median rank)",
+                      "summary.distributed.straggler_ratio", _distributed("straggler_ratio"),
+                      "straggler ratio", category="distributed", unit=None),
+    ]

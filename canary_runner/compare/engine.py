@@ -1,7 +1,7 @@
 """The comparison: runs in, comparison.json (schema `schemas/comparison.schema.json`) out.
 
 Verdict: `fail` when any check fails; otherwise `no-baseline` when there is no baseline, `warn` when
-a check warns, else `pass`. On different hardware, performance and memory failures become warnings.
+a check warns, else `pass`. On different hardware, performance, memory and distributed failures become warnings.
 """
 
 from __future__ import annotations
@@ -44,13 +44,14 @@ def compare(current: list[Run], baseline: list[Run], settings: Settings) -> dict
     checks += checks_run.environment_checks(ctx)
     checks += checks_perf.performance_checks(ctx)
     checks += checks_perf.memory_checks(ctx)
+    checks += checks_perf.distributed_checks(ctx)
     checks += checks_health.stability_checks(ctx)
     checks += checks_health.rl_checks(ctx)
     checks += checks_health.invariant_checks(ctx)
     checks += checks_run.correctness_checks(ctx)
     if baseline and not ctx.same_hardware:
         for c in checks:
-            if c.category in ("performance", "memory") and c.status == "fail":
+            if c.category in ("performance", "memory", "distributed") and c.status == "fail":
                 c.status = "warn"
                 c.reason += (f" (warning only: measured on different hardware, {baseline[0].env.get('hardware_key')}"
                              f" vs {current[0].env.get('hardware_key')})")
