@@ -31,8 +31,12 @@ test: install
 lint: install
 	bash scripts/lint.sh
 
+# The figures in the README (about 20 minutes on 2 CPU cores; run on an otherwise idle machine).
 bench: install
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/verdict_quality.py
+	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/noise.py
+	$(PY) benchmarks/time_to_verdict.py
 
 clean:
 	rm -rf $(VENV) runs .cache .pytest_cache
