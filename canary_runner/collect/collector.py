@@ -17,6 +17,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from ..results import encode
 from . import memory
 
 
@@ -177,7 +178,7 @@ class StepCollector(TrainerCallback):
             if self.derive is not None:
                 self.derive(rec)
             self.records.append(rec)
-            self._stream.write(json.dumps(_encode_floats(rec)) + "\n")
+            self._stream.write(json.dumps(encode(rec)) + "\n")
             if self.on_step is not None:
                 self.on_step(rec)
 
@@ -195,12 +196,6 @@ def _total_grad_norm(optimizer) -> float:
     if not grads:
         return 0.0
     return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
-
-
-def _encode_floats(rec: dict) -> dict:
-    from ..results import encode
-
-    return encode(rec)
 
 
 def to_series(records: list[dict]) -> dict[str, list]:
