@@ -91,11 +91,12 @@ def main(argv=None) -> int:
 
     import torch
 
-    from canary_runner.cli import _quiet_libraries, resolve_config_path
+    from canary_runner.cli import resolve_config_path
+    from canary_runner.quiet import quiet_libraries
     from canary_runner.collect.env import fingerprint
     from canary_runner.config import load_config
 
-    _quiet_libraries(verbose=False)
+    quiet_libraries()
     fp = fingerprint()
     device = fp["gpu"]["name"] if fp["gpu"] else f"CPU {fp['cpu_model']} ({fp['cpu_count']} cores, torch threads {torch.get_num_threads()})"
     print(f"overhead: instrumented canary vs bare TRL, {args.reps} interleaved reps x {args.steps} steps, on {device}")

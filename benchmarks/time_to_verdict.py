@@ -34,12 +34,13 @@ def inner(config: str, out: Path, baseline: Path) -> dict:
     import transformers  # noqa: F401
     import trl  # noqa: F401
 
-    from canary_runner.cli import _quiet_libraries, main, resolve_config_path
+    from canary_runner.cli import main, resolve_config_path
+    from canary_runner.quiet import quiet_libraries
     from canary_runner.config import load_config
     from canary_runner.runner import run
 
     t_imports = time.perf_counter()
-    _quiet_libraries(verbose=False)
+    quiet_libraries()
     cfg = load_config(resolve_config_path(config))
     with contextlib.redirect_stdout(io.StringIO()):
         rec, code = run(cfg, out / "current")

@@ -19,10 +19,8 @@ Stdlib and light imports only at the top: torch is imported by the runner, only 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import subprocess
 import sys
 import time
@@ -458,13 +456,14 @@ class Action:
         return self.train()
 
     def train(self) -> dict:
+        from .quiet import quiet_libraries
         from .runner import SetupError
 
         cfg = self.cfg
         self.wf.group(f"Training {self.config_name} ({cfg.training_type}, {cfg.tier} tier, {cfg.train.max_steps} steps)")
         t0 = time.monotonic()
         try:
-            _quiet_libraries()
+            quiet_libraries()
             every = max(1, cfg.train.max_steps // 10)
 
             def on_step(rec: dict) -> None:
@@ -476,16 +475,10 @@ class Action:
                     print(f"step {step}/{cfg.train.max_steps}  loss {loss_text}  {ms:.0f} ms/step", flush=True)
 
             rel_config = workspace_relative(self.config_path)
-            dist = getattr(cfg, "distributed", None)
             try:
-                if dist is not None and getattr(dist, "nproc_per_node", 1) > 1 and "RANK" not in os.environ:
-                    from .distributed import launch
+                from .distributed import run_canary
 
-                    record, _ = launch(cfg, self.out_dir, config_path=rel_config, on_step=on_step)
-                else:
-                    from .runner import run
-
-                    record, _ = run(cfg, self.out_dir, config_path=rel_config, on_step=on_step)
+                record, _ = run_canary(cfg, self.out_dir, config_path=rel_config, on_step=on_step)
             except SetupError as exc:
                 raise InputError(f"{rel_config}: {exc}") from None
         finally:
@@ -773,21 +766,6 @@ def _write_text(path: Path, text: str) -> None:
 
 def _child_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in TOKEN_INPUTS}
-
-
-def _quiet_libraries() -> None:
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    for name in ("transformers", "trl", "accelerate", "datasets", "peft"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        import transformers
-
-        transformers.utils.logging.set_verbosity_error()
-    except ImportError:
-        pass
 
 
 class _TokenFilter(logging.Filter):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import datetime, timezone
 from importlib import import_module
@@ -51,38 +50,20 @@ def cmd_run(args) -> int:
     except ConfigError as e:
         return fail(str(e))
     out = Path(args.output or f"runs/{cfg.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
+    from .distributed import run_canary
     from .progress import RunProgress
-    from .runner import SetupError, run
+    from .quiet import quiet_libraries
+    from .runner import SetupError
 
-    _quiet_libraries(args.verbose)
+    if not args.verbose:
+        quiet_libraries()
     with RunProgress(cfg, enabled=not args.no_progress) as progress:
         try:
-            if cfg.distributed.nproc_per_node > 1 and "RANK" not in os.environ:
-                from .distributed import launch
-
-                record, code = launch(cfg, out, config_path=str(path), on_step=progress.step)
-            else:
-                record, code = run(cfg, out, config_path=str(path), on_step=progress.step)
+            record, code = run_canary(cfg, out, config_path=str(path), on_step=progress.step)
         except SetupError as e:
             return fail(f"{path}: {e}")
     progress.print_summary(record, out)
     return code
-
-
-def _quiet_libraries(verbose: bool) -> None:
-    """Library warnings are noise in a CI log unless asked for."""
-    if verbose:
-        return
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    for name in ("transformers", "trl", "accelerate", "datasets", "peft"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
 
 
 # -- canary env / configs -------------------------------------------------------------------------------

@@ -29,6 +29,16 @@ def rank_dir(out_dir: Path, rank: int) -> Path:
     return Path(out_dir) / "ranks" / f"rank{rank}"
 
 
+def run_canary(cfg, out_dir: Path, config_path: str | None = None, on_step=None) -> tuple[dict, int]:
+    """`canary run`'s one entry: through torchrun when the config asks for several processes (and this
+    process is not already one of its ranks), else in this process."""
+    if cfg.distributed.nproc_per_node > 1 and "RANK" not in os.environ:
+        return launch(cfg, out_dir, config_path, on_step)
+    from .runner import run
+
+    return run(cfg, out_dir, config_path=config_path, on_step=on_step)
+
+
 def launch(cfg, out_dir: Path, config_path: str | None, on_step=None) -> tuple[dict, int]:
     """Run `cfg` under torchrun with `cfg.distributed.nproc_per_node` processes; returns the merged record."""
     out_dir = Path(out_dir)

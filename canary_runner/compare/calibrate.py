@@ -55,7 +55,8 @@ def _error(message: str, code: int = EXIT_BAD_INPUT) -> int:
 
 
 def main(args) -> int:
-    from ..cli import _quiet_libraries, resolve_config_path
+    from ..cli import resolve_config_path
+    from ..quiet import quiet_libraries
     from ..config import ConfigError, load_config
 
     if args.runs < 2:
@@ -67,7 +68,7 @@ def main(args) -> int:
         cfg = load_config(path, args.set or [])
     except ConfigError as e:
         return _error(str(e))
-    _quiet_libraries(False)
+    quiet_libraries()
     from ..runner import SetupError, run
     from .loading import load_side
 
