@@ -75,6 +75,9 @@ class TrainConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     timeout_s: float = Field(1800, gt=0, description="Stop the run with status 'timeout' after this long.")
     gc_freeze: bool = Field(True, description="gc.freeze() after setup so timing measures training, not GC.")
+    cpu_threads: int | None = Field(
+        None, gt=0, description="torch intra-op threads (default: torch's choice). 1 makes CPU canaries on "
+                                "shared machines far less noisy: idle OpenMP workers spin against other jobs.")
 
     @model_validator(mode="after")
     def _warmup_below_steps(self):

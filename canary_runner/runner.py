@@ -125,6 +125,9 @@ def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_ste
 
     import torch
 
+    threads_before = torch.get_num_threads()
+    if cfg.train.cpu_threads:
+        torch.set_num_threads(cfg.train.cpu_threads)
     env = fingerprint()
     module = adapter(cfg.training_type)
     status, error, trainer = "completed", None, None
@@ -207,4 +210,5 @@ def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_ste
         "series": series,
     }
     results.write_json_atomic(out_dir / "metrics.json", record)
+    torch.set_num_threads(threads_before)  # in-process callers (calibrate, tests) get theirs back
     return record, EXIT_OK if status == "completed" else EXIT_CRASHED

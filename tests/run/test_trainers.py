@@ -103,3 +103,20 @@ def test_hub_style_names_resolve_to_local_directories(tmp_path, configs_dir):
         rec, code = run(cfg, out)
         assert code == 0, rec["error"]
         check_record(out, training_type, 6)
+
+
+def test_cpu_threads_pins_torch_for_the_run_only(tmp_path, configs_dir):
+    import torch
+    from transformers import TrainerCallback
+
+    seen = []
+
+    class Threads(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    cfg = load_config(configs_dir / "sft_embedded.yaml", SHORT + ["train.cpu_threads=1"])
+    _, code = run(cfg, tmp_path, callbacks=[Threads()])
+    assert code == 0 and seen == [1] * 6
+    assert torch.get_num_threads() == before
