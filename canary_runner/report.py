@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from . import schemas
 from .results import decode
 
 SCHEMA_VERSION = 1
@@ -384,26 +385,21 @@ def environment():
 
 
 # ------------------------------------------------------------------------------------ loading
-@cache
 def comparison_schema() -> dict:
-    return json.loads(resources.files("canary_runner.schemas").joinpath("comparison.schema.json").read_text())
+    return schemas.load("comparison")
 
 
 def validate_comparison(raw: Any, where: str = "comparison.json") -> None:
     """Raise ReportInputError naming the first schema violation of an *encoded* comparison."""
-    import jsonschema
-
     if not isinstance(raw, dict) or "schema_version" not in raw:
         raise ReportInputError(f"{where}: not a canary comparison.json (no schema_version). "
                                "Write one with `canary compare CURRENT BASELINE -o comparison.json`.")
     if raw["schema_version"] != SCHEMA_VERSION:
         raise ReportInputError(f"{where}: schema_version {raw['schema_version']!r} is not supported "
                                f"(this canary reads {SCHEMA_VERSION}). Upgrade rlhf-canary or re-run `canary compare`.")
-    validator = jsonschema.Draft202012Validator(comparison_schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(raw))
+    error = schemas.first_error("comparison", raw)
     if error is not None:
-        path = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise ReportInputError(f"{where}: does not match the comparison schema at {path}: {error.message}. "
+        raise ReportInputError(f"{where}: does not match the comparison schema at {error}. "
                                "Re-run `canary compare` to write it again.")
 
 

@@ -13,10 +13,10 @@ import math
 import os
 import statistics
 import tempfile
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from . import schemas
 
 SCHEMA_VERSION = 1
 STATUSES = ("completed", "crashed", "timeout", "interrupted")
@@ -67,20 +67,15 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     return path
 
 
-@cache
 def schema() -> dict:
-    return json.loads(resources.files("canary_runner.schemas").joinpath("metrics.schema.json").read_text())
+    return schemas.load("metrics")
 
 
 def validate(record: dict) -> None:
     """Raise MetricsFileError naming the first schema violation of an *encoded* record."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(record))
+    error = schemas.first_error("metrics", record)
     if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise MetricsFileError(f"{where}: {error.message}")
+        raise MetricsFileError(error)
 
 
 def load_metrics(path: str | os.PathLike) -> dict:

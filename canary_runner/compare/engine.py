@@ -6,12 +6,10 @@ a check warns, else `pass`. On different hardware, performance, memory and distr
 
 from __future__ import annotations
 
-import json
 import statistics
 from datetime import datetime, timezone
-from functools import cache
-from importlib import resources
 
+from .. import schemas
 from . import checks_health, checks_perf, checks_run, diagnosis
 from .loading import Run, check_compatible, worst_status
 from .model import Check, Context
@@ -137,15 +135,10 @@ def metrics(ctx: Context) -> dict:
             for n in sorted(names)}
 
 
-@cache
 def schema() -> dict:
-    return json.loads(resources.files("canary_runner.schemas").joinpath("comparison.schema.json").read_text())
+    return schemas.load("comparison")
 
 
 def validate(document: dict) -> list[str]:
     """Schema violations of an encoded comparison document (empty when valid)."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema())
-    return [f"{'/'.join(str(p) for p in e.absolute_path) or '(top level)'}: {e.message}"
-            for e in validator.iter_errors(document)]
+    return schemas.all_errors("comparison", document)
