@@ -216,7 +216,7 @@ def render(runs, multiple: float, tier: str) -> str:
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; defaults of tier {tier} for the rest.",
         f"# threshold = {multiple:g} x the largest difference between any two runs (performance floor "
         f"{PERF_FLOOR:.0%}, memory floor {MEM_FLOOR_MB:g} MB / {MEM_FLOOR_REL:.0%}).",
-        f"# Use: canary compare CURRENT BASELINE --thresholds THIS_FILE",
+        "# Use: canary compare CURRENT BASELINE --thresholds THIS_FILE",
         "version: 1",
         "checks:",
     ]

@@ -16,7 +16,7 @@ import zlib
 import numpy as np
 
 from .loading import Run
-from .model import Check, Context, cap_severity, fmt, judge_change, judge_level, pct
+from .model import Check, Context, cap_severity, conclude, fmt, judge_change, judge_level, pct
 from .stats import bootstrap_change, trend, window_size
 
 LOSS_TRENDED_TYPES = ("sft", "dpo", "reward")  # GRPO/RLOO losses are ~0 by design; PPO's is checked by parts
@@ -200,10 +200,7 @@ def grad_norm_check(ctx: Context) -> Check:
                 chk.current, chk.threshold, chk.threshold_kind = growth[0], limit.max, "absolute"
     if spike is not None and spike[0] > (limit.max or 10):
         reasons.append(f"a spike at step {spike[1]} reached {spike[0]:.0f}x the run's median and the run recovered")
-    if not reasons:
-        return chk.skip("no limit set")
-    chk.set(status, "; ".join(reasons))
-    return cap_severity(chk, limit)
+    return conclude(chk, limit, status, reasons, None, "no limit set")
 
 
 def stability_checks(ctx: Context) -> list[Check]:
@@ -277,16 +274,8 @@ def level_check(ctx: Context, check_id: str, metric: str, title: str, direction:
             status, reasons = chk.status, [chk.reason]
         else:
             reasons.append(f"the baseline does not log {metric}")
-    lv = judge_level(chk, level, limit, what)
-    if lv is not None:
-        if lv[0] == "fail":
-            status, reasons = "fail", [lv[1]] + reasons
-        else:
-            reasons.append(lv[1])
-    if not reasons:
-        return chk.skip("no baseline to compare with, and no absolute limit (max/min) set")
-    chk.set(status, "; ".join(reasons))
-    return cap_severity(chk, limit)
+    return conclude(chk, limit, status, reasons, judge_level(chk, level, limit, what),
+                    "no baseline to compare with, and no absolute limit (max/min) set")
 
 
 def kl_growth_check(ctx: Context) -> Check:
@@ -332,10 +321,7 @@ def kl_growth_check(ctx: Context) -> Check:
             reasons.insert(0, text)
         else:
             reasons.append(text)
-    if not reasons:
-        return chk.skip("no limit set")
-    chk.set(status, "; ".join(reasons))
-    return cap_severity(chk, limit)
+    return conclude(chk, limit, status, reasons, None, "no limit set")
 
 
 def entropy_collapse_check(ctx: Context) -> Check:

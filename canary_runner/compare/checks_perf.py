@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import zlib
 
-from .model import Check, Context, cap_severity, judge_change, judge_level
+from .model import Check, Context, cap_severity, conclude, judge_change, judge_level
 from .stats import Change, bootstrap_change, relative_change
 
 PHASE_TITLES = {"generation": "Generation time", "update": "Update time"}
@@ -109,16 +109,8 @@ def _memory_check(ctx: Context, check_id: str, title: str, metric: str, value, w
         judge_change(chk, _peak_change(base, cur), limit, what)
         status, reasons = chk.status, [chk.reason]
         chk.details = {"runs_baseline": base, "runs_current": cur}
-    level = judge_level(chk, max(cur), limit, f"peak {what}")
-    if level is not None:
-        if level[0] == "fail":
-            status, reasons = "fail", [level[1]] + reasons
-        else:
-            reasons.append(level[1])
-    if not reasons:
-        return chk.skip("no baseline to compare with, and no absolute limit (max) set")
-    chk.set(status, "; ".join(reasons))
-    return cap_severity(chk, limit)
+    return conclude(chk, limit, status, reasons, judge_level(chk, max(cur), limit, f"peak {what}"),
+                    "no baseline to compare with, and no absolute limit (max) set")
 
 
 def _summary_mem(key: str):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from .checks_run import REWARD_CURVE, describe_error, stack_changes, training_config_diff
+from .checks_run import describe_error, stack_changes, training_config_diff
 from .loading import Run
 from .model import Check, Context, fmt, pct
 from .stats import relative_change, trend

@@ -242,3 +242,18 @@ def cap_severity(chk: Check, limit: Limit) -> Check:
         chk.status = "pass"
         chk.reason += " (severity: info)"
     return chk
+
+
+def conclude(chk: Check, limit: Limit, status: str, reasons: list[str], level: tuple[str, str] | None,
+             nothing: str) -> Check:
+    """Fold a level judgment (judge_level's result, or None) into the status and reasons a check
+    gathered, then set the check, or skip it with `nothing` when no criterion applied."""
+    if level is not None:
+        if level[0] == "fail":
+            status, reasons = "fail", [level[1]] + reasons
+        else:
+            reasons = reasons + [level[1]]
+    if not reasons:
+        return chk.skip(nothing)
+    chk.set(status, "; ".join(reasons))
+    return cap_severity(chk, limit)
