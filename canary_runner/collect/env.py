@@ -6,12 +6,16 @@ compare lists library version changes as likely causes of a regression.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
 import shutil
 import subprocess
 from importlib import metadata
+
+# Set by `canary run --install` for the run it starts in the overlay: {"lines": [...], "changed": [...]}.
+INSTALL_ENV = "CANARY_INSTALL_RECORD"
 
 PACKAGES = ("torch", "trl", "transformers", "peft", "accelerate", "datasets", "tokenizers", "safetensors",
             "numpy", "bitsandbytes")
@@ -76,7 +80,12 @@ def fingerprint() -> dict:
         except Exception:
             nccl = None
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    return {
+    install = _install_record()
+    # A package the install changed is fingerprinted too, so the environment diff names it.
+    names = list(PACKAGES)
+    if install:
+        names += [c["name"] for c in install["changed"] if c["name"] not in PACKAGES]
+    fp = {
         "hardware_key": hardware_key[:120],
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -86,5 +95,20 @@ def fingerprint() -> dict:
         "cuda": torch.version.cuda,
         "cudnn": str(cudnn) if cudnn else None,
         "nccl": nccl,
-        "packages": {p: _version(p) for p in PACKAGES},
+        "packages": {p: _version(p) for p in names},
     }
+    if install:
+        fp["install"] = install
+    return fp
+
+
+def _install_record() -> dict | None:
+    text = os.environ.get(INSTALL_ENV)
+    if not text:
+        return None
+    try:
+        record = json.loads(text)
+        return {"lines": [str(x) for x in record["lines"]],
+                "changed": [{"name": str(c["name"]), "old": c.get("old"), "new": c.get("new")} for c in record["changed"]]}
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -129,3 +129,49 @@ def load_model(name: str, head: str, cfg: CanaryConfig):
         return auto.from_pretrained(sources.model_path(name, head), **kwargs)
     except OSError as e:
         raise sources.WorkloadError(f"cannot load model '{name}': {e}") from None
+
+
+# -- the user's own code (config plug points; resolved with the workspace on sys.path) ----------------
+def trainer_class(cfg: CanaryConfig, stock: type) -> type:
+    """`trainer.class` when set (a subclass of the stock TRL trainer), else the stock trainer."""
+    if not cfg.trainer.class_:
+        return stock
+    from ..plugins import load_subclass
+
+    return load_subclass(cfg.trainer.class_, "trainer.class", stock)
+
+
+def user_callbacks(cfg: CanaryConfig) -> list:
+    """`trainer.callbacks`, instantiated. They go before the collector, so what they add to a log is recorded."""
+    from transformers import TrainerCallback
+
+    from ..plugins import PluginError, load
+
+    out = []
+    for i, spec in enumerate(cfg.trainer.callbacks):
+        field = f"trainer.callbacks[{i}]"
+        obj = load(spec, field)
+        if isinstance(obj, type) and issubclass(obj, TrainerCallback):
+            obj = obj()
+        if not isinstance(obj, TrainerCallback):
+            raise PluginError(f"{field}: {spec!r} is not a transformers.TrainerCallback (class or instance)")
+        out.append(obj)
+    return out
+
+
+def policy_model(cfg: CanaryConfig, tokenizer, head: str = "causal") -> tuple[Any, dict | None]:
+    """What to pass a trainer as `model=`, and its `model_init_kwargs`: the model's path (the trainer
+    loads it), or, with `model.init`, the loaded model after the user's hook (no init kwargs then)."""
+    if not cfg.model.init:
+        return sources.model_path(cfg.model.name, head), model_init_kwargs(cfg)
+    from ..plugins import PluginError, load_callable
+
+    hook = load_callable(cfg.model.init, "model.init")
+    model = load_model(cfg.model.name, head, cfg)
+    try:
+        out = hook(model, tokenizer)
+    except Exception as exc:
+        raise PluginError(f"model.init: {cfg.model.init!r} raised {type(exc).__name__}: {exc}") from None
+    if out is None:
+        raise PluginError(f"model.init: {cfg.model.init!r} returned None; return the (changed) model")
+    return out, None

@@ -1,14 +1,15 @@
 from trl import DPOConfig, DPOTrainer
 
-from .common import Workload, make_args, model_init_kwargs, peft_config
-from ..workload import sources
+from .common import Workload, make_args, peft_config, policy_model, trainer_class, user_callbacks
 
 
 def build(w: Workload, collector):
     cfg = w.config
+    model, init_kwargs = policy_model(cfg, w.tokenizer)
     args = make_args(DPOConfig, cfg, w.out_dir, w.use_cpu, max_length=cfg.train.max_length,
-                     beta=cfg.dpo.beta, loss_type=[cfg.dpo.loss_type], model_init_kwargs=model_init_kwargs(cfg))
-    trainer = DPOTrainer(model=sources.model_path(cfg.model.name), args=args, train_dataset=w.dataset,
-                         processing_class=w.tokenizer, peft_config=peft_config(cfg), callbacks=[collector])
+                     beta=cfg.dpo.beta, loss_type=[cfg.dpo.loss_type], model_init_kwargs=init_kwargs)
+    trainer = trainer_class(cfg, DPOTrainer)(
+        model=model, args=args, train_dataset=w.dataset, processing_class=w.tokenizer,
+        peft_config=peft_config(cfg), callbacks=[*user_callbacks(cfg), collector])
     collector.count_inputs_of(trainer)
     return trainer

@@ -7,7 +7,7 @@ dataset already tokenized with left padding.
 
 from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-from .common import AdapterError, Workload, load_model, make_args, peft_config, world_size
+from .common import AdapterError, Workload, load_model, make_args, peft_config, policy_model, trainer_class, user_callbacks, world_size
 from ..workload import embedded
 
 
@@ -53,15 +53,15 @@ def build(w: Workload, collector):
         num_sample_generations=0,
         stop_token="eos",
     )
-    policy = load_model(cfg.model.name, "causal", cfg)
+    policy = policy_model(cfg, tokenizer)[0] if cfg.model.init else load_model(cfg.model.name, "causal", cfg)
     # With LoRA the reference is the adapter-disabled policy, except under DDP, where TRL needs an
     # explicit reference model (its DDP wrapper hides `.policy`).
     ref = load_model(cfg.model.name, "causal", cfg) if (peft is None or world > 1) else None
-    trainer = PPOTrainer(
+    trainer = trainer_class(cfg, PPOTrainer)(
         args=args, processing_class=tokenizer, model=policy, ref_model=ref,
         reward_model=load_model(reward_name, "score", cfg), value_model=load_model(value_name, "score", cfg),
         train_dataset=_tokenize(w.dataset, tokenizer, max(1, t.max_length - s.response_length)),
-        peft_config=peft, callbacks=[collector],
+        peft_config=peft, callbacks=[*user_callbacks(cfg), collector],
     )
     generator = trainer.model.policy if hasattr(trainer.model, "policy") else policy
     pad = tokenizer.pad_token_id

@@ -48,5 +48,8 @@ def digits(completions, answer=None, **_) -> list[float]:
 REWARD_FUNCS = {"length": length, "format": format, "digits": digits}
 
 
-def reward_funcs(names: list[str]):
-    return [REWARD_FUNCS[n] for n in names]
+def reward_funcs(names: list[str], field: str = "reward_funcs"):
+    """Built-in rewards by name; anything else is the user's function, by import string."""
+    from ..plugins import load_callable
+
+    return [REWARD_FUNCS[n] if n in REWARD_FUNCS else load_callable(n, f"{field}[{i}]") for i, n in enumerate(names)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..plugins import PluginError, is_import_string, load
 from . import embedded
 from .make_data import DATA_DIR
 
@@ -57,7 +58,10 @@ def load_dataset(name: str | None, training_type: str, split: str = "train", max
                 avail = ", ".join(f"embedded:{p.stem}" for p in sorted(DATA_DIR.glob("*.jsonl")))
                 raise WorkloadError(f"unknown embedded dataset '{name}'; available: {avail}")
             ds = datasets.load_dataset("json", data_files=str(file), split="train")
-        elif Path(name).is_file():
+        elif is_import_string(name):
+            ds = _dataset_from_code(name)
+        elif _local_file(name) is not None:
+            name = str(_local_file(name))
             suffix = Path(name).suffix.lstrip(".")
             builder = {"jsonl": "json", "json": "json", "parquet": "parquet", "csv": "csv"}.get(suffix)
             if builder is None:
@@ -65,7 +69,7 @@ def load_dataset(name: str | None, training_type: str, split: str = "train", max
             ds = datasets.load_dataset(builder, data_files=name, split="train")
         else:
             ds = datasets.load_dataset(name, split=split)
-    except WorkloadError:
+    except (WorkloadError, PluginError):
         raise
     except Exception as e:  # datasets raises many types for "not found" / offline
         raise WorkloadError(f"cannot load dataset '{name}' (split '{split}'): {type(e).__name__}: {e}") from None
@@ -77,6 +81,33 @@ def load_dataset(name: str | None, training_type: str, split: str = "train", max
     return ds
 
 
+def _local_file(name: str) -> Path | None:
+    """A dataset file, relative to the working directory or else to the workspace (the config's repo)."""
+    import os
+
+    from ..plugins import WORKSPACE_ENV
+
+    for base in (Path.cwd(), os.environ.get(WORKSPACE_ENV)):
+        if base is not None and (Path(base) / name).is_file():
+            return Path(base) / name
+    return None
+
+
+def _dataset_from_code(spec: str):
+    """`dataset.name: my_project.data:build`: a datasets.Dataset, or a function returning one."""
+    import datasets
+
+    obj = load(spec, "dataset.name")
+    if callable(obj) and not isinstance(obj, datasets.Dataset):
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise PluginError(f"dataset.name: {spec!r} raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(obj, datasets.Dataset):
+        raise PluginError(f"dataset.name: {spec!r} gave a {type(obj).__name__}, not a datasets.Dataset")
+    return obj
+
+
 _REQUIRED = {"sft": ({"messages"}, {"text"}, {"prompt", "completion"}),
              "preference": ({"chosen", "rejected"},),
              "prompts": ({"prompt"},)}
@@ -86,8 +117,9 @@ def _check_columns(ds, kind: str, name: str) -> None:
     cols = set(ds.column_names)
     if not any(req <= cols for req in _REQUIRED[kind]):
         wanted = " or ".join("+".join(sorted(r)) for r in _REQUIRED[kind])
-        raise WorkloadError(f"dataset '{name}' has columns {sorted(cols)}; a {kind} dataset needs {wanted} "
-                            "(set dataset.format: hh for Anthropic HH-style data)")
+        missing = min((sorted(req - cols) for req in _REQUIRED[kind]), key=len)
+        raise WorkloadError(f"dataset '{name}' is missing column(s) {', '.join(missing)}: it has {sorted(cols)}; "
+                            f"a {kind} dataset needs {wanted} (set dataset.format: hh for Anthropic HH-style data)")
 
 
 def _looks_like_hh(ds) -> bool:

@@ -1,0 +1,1 @@
+"""A team's RLHF code: a DPO trainer subclass, a GRPO reward, callbacks and a model hook."""
