@@ -50,6 +50,11 @@ def cmd_run(args) -> int:
     except ConfigError as e:
         return fail(str(e))
     out = Path(args.output or f"runs/{cfg.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
+    from .plugins import use_workspace, workspace_of
+
+    use_workspace(workspace_of(path))
+    if args.install:
+        return run_installed(args, path, out)
     from .distributed import run_canary
     from .progress import RunProgress
     from .quiet import quiet_libraries
@@ -64,6 +69,28 @@ def cmd_run(args) -> int:
             return fail(f"{path}: {e}")
     progress.print_summary(record, out)
     return code
+
+
+def run_installed(args, path: Path, out: Path) -> int:
+    """`canary run --install ...`: install the lines into a fresh overlay environment on top of this
+    one, then run the same command there; the overlay goes away afterwards."""
+    import os
+    import tempfile
+
+    from . import userenv
+    from .child import run_forwarding_signals
+    from .collect.env import INSTALL_ENV
+
+    with tempfile.TemporaryDirectory(prefix="canary-env-") as tmp:
+        try:
+            overlay = userenv.install(userenv.create(tmp), args.install)
+        except userenv.InstallError as e:
+            return fail(str(e))
+        print(f"canary: installed in an overlay environment: {userenv.describe(overlay.changed)}", file=sys.stderr)
+        cmd = [str(overlay.python), "-m", "canary_runner.cli", "run", str(path), "-o", str(out),
+               *(f"--set={s}" for s in args.set or []), *(["--no-progress"] if args.no_progress else []),
+               *(["--verbose"] if args.verbose else [])]
+        return run_forwarding_signals(cmd, env=dict(os.environ, **{INSTALL_ENV: json.dumps(overlay.record())}))
 
 
 # -- canary env / configs -------------------------------------------------------------------------------
@@ -127,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="a config file, or the name of a shipped config (see `canary configs`)")
     p.add_argument("-o", "--output", help="run directory (default: runs/<config>-<UTC time>)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. train.max_steps=10")
+    p.add_argument("--install", action="append", metavar="PIP_ARGS",
+                   help="install the code under review first, into an overlay environment on top of the pinned "
+                        "stack: pip arguments such as '-e .', '-r requirements.txt', 'trl==1.13.0' (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (still prints the summary)")
     p.add_argument("-v", "--verbose", action="store_true", help="show library warnings")
     p.set_defaults(func=cmd_run)

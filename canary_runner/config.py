@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .thresholds import Thresholds
 
@@ -48,11 +48,21 @@ class ModelConfig(Strict):
     lora: LoraConfig | None = None
     quantization: Literal["4bit", "8bit"] | None = None
     trust_remote_code: bool = False
+    init: str | None = Field(
+        None, description="Import string of a callable (model, tokenizer) -> model, applied after loading "
+                          "(attention implementation, kernels, custom heads).")
+
+    @field_validator("init")
+    @classmethod
+    def _init_is_import_string(cls, v):
+        return _import_string(v)
 
 
 class DatasetConfig(Strict):
     # "embedded:<name>" reads a dataset shipped with the package; else a Hub name or a local path.
-    name: str | None = Field(None, description="Defaults to the embedded dataset for the training type.")
+    name: str | None = Field(None, description="Defaults to the embedded dataset for the training type. Also a "
+                                                "local .jsonl/.json/.parquet/.csv file, or an import string of a "
+                                                "function returning a datasets.Dataset.")
     split: str = "train"
     max_rows: int | None = Field(512, gt=0)
     format: Literal["auto", "hh"] = Field(
@@ -121,7 +131,34 @@ class PPOSection(Strict):
     extra_args: dict[str, Any] = Field(default_factory=dict, description="Passed to PPOConfig as is.")
 
 
-RewardFunc = Literal["length", "format", "digits"]
+BUILTIN_REWARD_FUNCS = ("length", "format", "digits")
+
+
+def _import_string(value: str | None) -> str | None:
+    from .plugins import IMPORT_STRING
+
+    if value is not None and not IMPORT_STRING.match(value):
+        raise ValueError(f"{value!r} is not an import string; write package.module:attribute")
+    return value
+
+
+class TrainerHooks(Strict):
+    """The user's own trainer code, by import string (`package.module:attribute`)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    class_: str | None = Field(None, alias="class", description="A subclass of the training type's TRL trainer, "
+                                                                "used instead of it with the same arguments.")
+    callbacks: list[str] = Field(default_factory=list, description="Extra transformers.TrainerCallback classes.")
+
+    @field_validator("class_")
+    @classmethod
+    def _class_is_import_string(cls, v):
+        return _import_string(v)
+
+    @field_validator("callbacks")
+    @classmethod
+    def _callbacks_are_import_strings(cls, v):
+        return [_import_string(x) for x in v]
 
 
 class GRPOSection(Strict):
@@ -129,8 +166,22 @@ class GRPOSection(Strict):
     max_completion_length: int = Field(16, gt=0)
     beta: float = Field(0.04, ge=0, description="KL coefficient; > 0 so KL is logged and checked.")
     temperature: float = Field(1.0, gt=0)
-    reward_funcs: list[RewardFunc] = Field(default_factory=lambda: ["length", "format"], min_length=1)
+    reward_funcs: list[str] = Field(default_factory=lambda: ["length", "format"], min_length=1,
+                                    description=f"Built-in rewards {BUILTIN_REWARD_FUNCS} or import strings of "
+                                                "functions with TRL's reward-function signature.")
     extra_args: dict[str, Any] = Field(default_factory=dict, description="Passed to the TRL config as is.")
+
+    @field_validator("reward_funcs")
+    @classmethod
+    def _known_or_import_string(cls, v):
+        for name in v:
+            if name not in BUILTIN_REWARD_FUNCS:
+                from .plugins import IMPORT_STRING
+
+                if not IMPORT_STRING.match(name):
+                    raise ValueError(f"{name!r} is neither a built-in reward ({', '.join(BUILTIN_REWARD_FUNCS)}) "
+                                     "nor an import string (package.module:function)")
+        return v
 
 
 class RLOOSection(GRPOSection):
@@ -147,6 +198,7 @@ class CanaryConfig(Strict):
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    trainer: TrainerHooks = Field(default_factory=TrainerHooks)
     sft: SFTSection | None = None
     dpo: DPOSection | None = None
     ppo: PPOSection | None = None
@@ -177,7 +229,7 @@ class CanaryConfig(Strict):
         return getattr(self, self.training_type)
 
     def resolved(self) -> dict:
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", by_alias=True)
 
     def hash(self) -> str:
         canonical = json.dumps(self.resolved(), sort_keys=True, separators=(",", ":"))

@@ -61,8 +61,10 @@ def git_sha() -> str | None:
 
 def _offline_if_embedded(cfg: CanaryConfig) -> None:
     """An all-embedded or local workload never needs the Hub: say so, so nothing waits on a network."""
+    from .plugins import is_import_string
+
     names = [cfg.model.name, cfg.model.tokenizer, cfg.model.reward_model, cfg.model.value_model, cfg.dataset.name]
-    if all(n is None or embedded.is_embedded(n) or Path(n).exists() for n in names):
+    if all(n is None or embedded.is_embedded(n) or Path(n).exists() or is_import_string(n) for n in names):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
@@ -82,6 +84,7 @@ def _device(cfg: CanaryConfig):
 
 def build_trainer(cfg: CanaryConfig, out_dir: Path, collector, device=None):
     """Workload and TRL trainer for `cfg`, instrumented by `collector`. Bad input raises SetupError."""
+    from .plugins import PluginError
     from .trainers import adapter
     from .trainers.common import AdapterError, Workload
     from .workload import sources
@@ -98,7 +101,7 @@ def build_trainer(cfg: CanaryConfig, out_dir: Path, collector, device=None):
                                        cfg.dataset.max_rows, cfg.dataset.format)
         w = Workload(cfg, tokenizer, dataset, Path(out_dir), use_cpu=device is None)
         trainer = adapter(cfg.training_type).build(w, collector)
-    except (sources.WorkloadError, AdapterError) as e:
+    except (sources.WorkloadError, AdapterError, PluginError) as e:
         raise SetupError(str(e)) from None
     # The collector reports progress; the Trainer's own printing of every log would flood CI logs.
     trainer.remove_callback(transformers.PrinterCallback)
@@ -118,6 +121,9 @@ def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_ste
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # PPO lives in trl.experimental; the pin is deliberate
     _offline_if_embedded(cfg)
+    from .plugins import use_workspace
+
+    use_workspace()  # the user's code, named in the config, imports from the config's repository
 
     from .collect.collector import CanaryTimeout, StepCollector, to_series
     from .collect.env import fingerprint
