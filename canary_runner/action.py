@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from . import logsafe
+
 EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_CRASHED = 0, 1, 2, 3
 MODES = ("pr", "update-baseline", "run-only")
 FAIL_ON = ("fail", "warn", "never")
@@ -66,19 +68,16 @@ class InputError(Exception):
 
 
 # ============================================================================ workflow commands and files
-def escape_data(value: Any) -> str:
-    """A workflow command's message: `%`, CR and LF escaped (GitHub's rules), so text cannot end the
-    command early or inject another one."""
-    return str(value).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def escape_property(value: Any) -> str:
-    """A workflow command's property value: also `:` and `,`, which separate properties."""
-    return escape_data(value).replace(":", "%3A").replace(",", "%2C")
+# Text from a run, an artifact or a PR is data: encoded inside our commands, neutralised in the log
+# (canary_runner.logsafe says how and why).
+escape_data, escape_property = logsafe.escape_data, logsafe.escape_property
 
 
 class Workflow:
-    """Talks to the runner: workflow commands on stdout, $GITHUB_OUTPUT, $GITHUB_STEP_SUMMARY."""
+    """Talks to the runner: workflow commands on stdout, $GITHUB_OUTPUT, $GITHUB_STEP_SUMMARY.
+
+    `stream` is the raw stdout: the only place a command is written to. Everything else this process
+    prints goes through `logsafe.SafeStream` (installed by `main`), which no text can turn into a command."""
 
     def __init__(self, env: dict[str, str] | os._Environ, stream: TextIO | None = None):
         self.out = stream or sys.stdout
@@ -89,6 +88,7 @@ class Workflow:
 
     def command(self, name: str, message: str = "", **props: Any) -> None:
         props_text = ",".join(f"{k}={escape_property(v)}" for k, v in props.items() if v not in (None, ""))
+        logsafe.flush_streams(sys.stdout, sys.stderr)  # a partial log line first: the log keeps its order
         self.out.write(f"::{name}{' ' + props_text if props_text else ''}::{escape_data(message)}\n")
         self.out.flush()
 
@@ -472,7 +472,7 @@ class Action:
                     loss = rec.get("loss")
                     loss_text = f"{loss:.4g}" if isinstance(loss, float) else str(loss)
                     ms = (rec.get("step_time_s") or 0) * 1000
-                    print(f"step {step}/{cfg.train.max_steps}  loss {loss_text}  {ms:.0f} ms/step", flush=True)
+                    log.info("step %s/%s  loss %s  %.0f ms/step", step, cfg.train.max_steps, loss_text, ms)
 
             rel_config = workspace_relative(self.config_path)
             try:
@@ -539,7 +539,7 @@ class Action:
             cmd += ["--thresholds", self.inputs.thresholds]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
         self.wf.group(f"Comparison with {len(baselines)} baseline run(s)" if baselines else "Comparison (no baseline)")
-        for line in (proc.stdout + proc.stderr).splitlines():
+        for line in logsafe.safe_lines((proc.stdout + proc.stderr).rstrip("\n")):  # names and reasons from the runs
             log.info("%s", line)
         self.wf.endgroup()
         if proc.returncode not in (0, 1) or not out.is_file():
@@ -783,9 +783,16 @@ class _TokenFilter(logging.Filter):
         return True
 
 
+class _SafeFormatter(logging.Formatter):
+    """A log message never becomes a workflow command, whatever text it carries (see logsafe)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return logsafe.safe_text(super().format(record))
+
+
 def _setup_logging(token: str | None) -> None:
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_SafeFormatter("%(message)s"))
     handler.addFilter(_TokenFilter(token))
     root = logging.getLogger("canary_runner")
     root.handlers[:] = [handler]
@@ -797,10 +804,28 @@ def main(env=None) -> int:
     """The action's entry point (entrypoint.py). Returns the exit code."""
     env = os.environ if env is None else env
     token = next((env[k] for k in TOKEN_INPUTS if env.get(k)), None)
-    _setup_logging(token)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    wf = Workflow(env)
-    return Action(env, wf).execute()
+    # Everything this process prints (logging, print, warnings, tracebacks, libraries) goes through
+    # SafeStream; only Workflow writes commands, to the raw stdout.
+    raw_out, raw_err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = logsafe.SafeStream(raw_out), logsafe.SafeStream(raw_err)
+    try:
+        _setup_logging(token)
+        logging.captureWarnings(True)  # warnings through the same safe handler
+        logging.getLogger("py.warnings").handlers[:] = logging.getLogger("canary_runner").handlers
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        wf = Workflow(env, stream=raw_out)
+        try:
+            return Action(env, wf).execute()
+        except KeyboardInterrupt:
+            wf.error("rlhf-canary was interrupted", title="rlhf-canary: action error")
+            return EXIT_CRASHED
+        except Exception as exc:  # a failure outside the flow's own handling: said once, no bare traceback
+            log.error("%s", traceback.format_exc())
+            wf.error(f"rlhf-canary failed: {type(exc).__name__}: {exc}", title="rlhf-canary: action error")
+            return EXIT_CRASHED
+    finally:
+        logsafe.flush_streams(sys.stdout, sys.stderr)
+        sys.stdout, sys.stderr = raw_out, raw_err
 
 
 if __name__ == "__main__":
