@@ -7,7 +7,12 @@ What it adds to a bare `requests.Session`, and why:
 - pagination by the `Link` header, followed only on the API's own origin (the token goes nowhere else);
 - the token is attached by an auth hook that only signs requests to the API origin, is never put in a
   repr, log line or exception, and is scrubbed from any text the client echoes;
-- errors are typed (`PermissionDenied`, `NotFound`, `Conflict`, `RateLimited`) so callers can fall back.
+- errors are typed (`PermissionDenied`, `NotFound`, `Conflict`, `RateLimited`, `ServerError`) so callers can
+  fall back, and say what happened: a refusal is not an outage;
+- no error message carries a URL's query string or userinfo (pre-signed artifact URLs hold their
+  credential in `sig=`), whatever produced the message;
+- a POST is not repeated blindly after a 5xx or a lost response: it may have been written, so the
+  error says so (`ServerError.maybe_written`) and the caller looks before posting again.
 """
 
 from __future__ import annotations
@@ -31,6 +36,20 @@ DEFAULT_API_URL = "https://api.github.com"
 API_VERSION = "2022-11-28"
 _REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# A URL's query (`?sig=...`) after `scheme://host[/path]` or after a bare absolute path (urllib3 names
+# only the path: "Max retries exceeded with url: /a.zip?sig=..."), and a URL's userinfo.
+_URL_QUERY_RE = re.compile(r"((?:[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#'\"<>]*)(?:/[^\s?#'\"<>]*)?|/[^\s?#'\"<>]*)"
+                           r"\?[^\s#'\"<>()]+")
+_URL_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s/@'\"<>]+@")
+REDACTED_QUERY = "?REDACTED"
+
+
+def redact_urls(text: str) -> str:
+    """`text` with every URL's query string and userinfo removed. Error messages quote URLs (ours,
+    urllib3's, a server's echo of the request) and a pre-signed URL carries its credential there."""
+    if not text:
+        return text
+    return _URL_QUERY_RE.sub(lambda m: m[1] + REDACTED_QUERY, _URL_USERINFO_RE.sub(r"\1", str(text)))
 
 
 def _user_agent() -> str:
@@ -44,13 +63,15 @@ def _user_agent() -> str:
 
 # --------------------------------------------------------------------------------------------- errors
 class GitHubError(Exception):
-    """The API refused or failed a request, after any retries. `url` never carries credentials."""
+    """The API refused or failed a request, after any retries. Neither `url` nor `message` carries
+    credentials or a query string."""
 
     def __init__(self, status: int, message: str, url: str, *, method: str = "",
                  documentation_url: str | None = None):
         self.status = status
-        self.message = message
-        self.url = url
+        self.message = redact_urls(message)
+        self.url = redact_urls(url)
+        message, url = self.message, self.url
         self.method = method
         self.documentation_url = documentation_url
         where = f"{method} {url}".strip()
@@ -71,7 +92,23 @@ class Conflict(GitHubError):
 
 
 class RateLimited(GitHubError):
-    """Still rate limited when the attempt or wait budget ran out."""
+    """Still rate limited when the attempt or wait budget ran out: GitHub is throttling, not refusing."""
+
+
+class ServerError(GitHubError):
+    """5xx after the retries, or no response at all (network): an outage, not a refusal.
+
+    `maybe_written`: a write that may have reached GitHub (a 5xx or a lost response after the request
+    was sent). Such a POST is not repeated by the client: the caller checks whether it landed first."""
+
+    def __init__(self, *args: Any, maybe_written: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.maybe_written = maybe_written
+
+
+def is_outage(exc: BaseException) -> bool:
+    """GitHub (or the network to it) failing or throttling, as opposed to refusing."""
+    return isinstance(exc, (ServerError, RateLimited))
 
 
 # ---------------------------------------------------------------------------------------- retry policy
@@ -227,17 +264,23 @@ class GitHubClient:
         headers: Mapping[str, str] | None = None,
         allow_redirects: bool = True,
         stream: bool = False,
+        retry_server_errors: bool | None = None,
         _session: requests.Session | None = None,
     ) -> requests.Response:
-        """Send one API request with retries; return the response for 2xx/3xx, raise `GitHubError`."""
+        """Send one API request with retries; return the response for 2xx/3xx, raise `GitHubError`.
+
+        `retry_server_errors`: repeat the request after a 5xx. Default: yes, except for POST, which
+        creates something each time (a comment, a check run): a 5xx may come after the write, so a
+        POST's 5xx raises `ServerError(maybe_written=True)` at once. Pass True for a POST that is
+        safe to repeat (a commit status: the latest one per context wins)."""
         method = method.upper()
         url = self.url(path)
         session = _session or self.session
         if session is self.session and (urlsplit(url).scheme, urlsplit(url).netloc) != self._origin:
-            raise ValueError(f"refusing to send API credentials to another origin: {strip_credentials(url)}")
-        safe_url = strip_credentials(url)
-        if session is not self.session:
-            safe_url = safe_url.split("?", 1)[0]  # pre-signed URLs carry their credential in the query
+            raise ValueError(f"refusing to send API credentials to another origin: {redact_urls(url)}")
+        if retry_server_errors is None:
+            retry_server_errors = method != "POST"
+        safe_url = redact_urls(strip_credentials(url))
         waited = 0.0
         attempt = 0
         while True:
@@ -246,10 +289,14 @@ class GitHubClient:
                 resp = session.request(method, url, params=params, json=json, headers=dict(headers or {}),
                                        timeout=self.timeout, allow_redirects=allow_redirects, stream=stream)
             except requests.RequestException as exc:  # urllib3 already retried connection errors
-                raise GitHubError(0, self._redact(f"{type(exc).__name__}: {exc}"), safe_url, method=method) from None
+                raise ServerError(0, self._redact(f"no response ({type(exc).__name__}: {exc})"), safe_url,
+                                  method=method,
+                                  maybe_written=method in _WRITE_METHODS and not _never_sent(exc)) from None
             if resp.status_code < 400:
                 return resp
             delay, why = self._retry_delay(resp, attempt)
+            if resp.status_code >= 500 and not retry_server_errors:
+                raise self._error(resp, method, safe_url, rate_limited=False, attempts=0)
             if delay is None or attempt >= self.retry.max_attempts or waited + delay > self.retry.max_total_wait:
                 raise self._error(resp, method, safe_url, rate_limited=why == "rate limit",
                                   attempts=attempt if delay is not None else 0)
@@ -266,8 +313,7 @@ class GitHubClient:
         h = resp.headers
         if status >= 500:
             # Gateway errors and GitHub's occasional 500s are transient; GitHub advises retrying.
-            # Retrying a POST may repeat it; for the few POSTs here (comment, check run, status)
-            # a rare duplicate is cheaper than a lost verdict.
+            # (A POST is not retried here unless its caller says it is safe: see `request`.)
             try:
                 return max(0.0, float(h["retry-after"])), "server error"
             except (KeyError, ValueError):
@@ -320,6 +366,8 @@ class GitHubClient:
             return NotFound(status, message, safe_url, **kwargs)
         if status == 409:
             return Conflict(status, message, safe_url, **kwargs)
+        if status >= 500:
+            return ServerError(status, message, safe_url, maybe_written=method in _WRITE_METHODS, **kwargs)
         return GitHubError(status, message, safe_url, **kwargs)
 
     # -- conveniences ---------------------------------------------------------------------------------
@@ -327,6 +375,7 @@ class GitHubClient:
         return self.request("GET", path, **kw).json()
 
     def post_json(self, path: str, body: Any, **kw: Any) -> Any:
+        """POST `body`. A 5xx is not retried (see `request`) unless `retry_server_errors=True`."""
         return _json_or_none(self.request("POST", path, json=body, **kw))
 
     def patch_json(self, path: str, body: Any, **kw: Any) -> Any:
@@ -377,16 +426,20 @@ class GitHubClient:
             resp = self.request("GET", location, allow_redirects=False, stream=True,
                                 _session=None if same_origin else self._bare)
         if resp.is_redirect:
-            raise GitHubError(resp.status_code, "too many redirects", strip_credentials(resp.url), method="GET")
+            raise GitHubError(resp.status_code, "too many redirects", resp.url, method="GET")
         chunks: list[bytes] = []
         total = 0
-        for chunk in resp.iter_content(chunk_size=1 << 16):
-            total += len(chunk)
-            if total > max_bytes:
-                resp.close()
-                raise GitHubError(resp.status_code, f"download larger than {max_bytes} bytes; refused",
-                                  strip_credentials(resp.url), method="GET")
-            chunks.append(chunk)
+        try:
+            for chunk in resp.iter_content(chunk_size=1 << 16):
+                total += len(chunk)
+                if total > max_bytes:
+                    resp.close()
+                    raise GitHubError(resp.status_code, f"download larger than {max_bytes} bytes; refused",
+                                      resp.url, method="GET")
+                chunks.append(chunk)
+        except requests.RequestException as exc:  # the connection broke mid-download
+            raise ServerError(0, self._redact(f"download interrupted ({type(exc).__name__}: {exc})"), resp.url,
+                              method="GET") from None
         return b"".join(chunks)
 
     def close(self) -> None:
@@ -398,6 +451,16 @@ class GitHubClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """The request cannot have reached the server: the connection was never made."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    from urllib3.exceptions import NewConnectionError
+
+    return isinstance(exc, requests.ConnectionError) and isinstance(reason, NewConnectionError)
 
 
 def _message_of(resp: requests.Response) -> str:

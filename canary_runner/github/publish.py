@@ -8,11 +8,13 @@ published and what fell back, and logs one clear line about it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
-from .client import GitHubClient, GitHubError, PermissionDenied
+from .client import GitHubClient, GitHubError, PermissionDenied, ServerError, is_outage
 
 log = logging.getLogger("canary_runner.github")
 
@@ -26,12 +28,23 @@ STATUS_DESCRIPTION_MAX_CHARS = 140
 CONCLUSIONS = ("success", "failure", "neutral")
 ANNOTATION_LEVELS = ("notice", "warning", "failure")
 TRUNCATION_NOTE = "\n\n… (truncated: the full report is in the job summary and the run's artifacts)"
+POST_ATTEMPTS = 3  # a create that may have landed is looked for, then posted again, at most this often
 
 
 def sticky_marker(config_name: str) -> str:
-    """The hidden marker that identifies the canary's comment for one config."""
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in config_name)
-    return f"<!-- rlhf-canary:config={safe} -->"
+    """The hidden marker that identifies the canary's comment for one config: one line, and one per
+    name (percent-encoding is injective, and leaves nothing that could close the HTML comment)."""
+    return f"<!-- rlhf-canary:config={quote(str(config_name), safe='._-')} -->"
+
+
+def first_line(body: str | None) -> str:
+    return (body or "").split("\n", 1)[0].rstrip("\r")
+
+
+def holds_marker(body: str | None, marker: str) -> bool:
+    """The comment is the one `marker` names: the marker is its whole first line. A marker anywhere
+    else (quoted in a traceback, typed by someone) does not count."""
+    return first_line(body) == marker
 
 
 def truncate(text: str, limit: int, note: str = TRUNCATION_NOTE) -> str:
@@ -47,6 +60,9 @@ class ChannelResult:
     """What happened on one channel (comment, check, status).
 
     outcome: created | updated | completed | in_progress | denied | failed | skipped
+    cause (denied/failed only): permission (GitHub refused: fork PR, read-only token, missing
+    `permissions:`), outage (5xx, no response, rate limited) or error (anything else)
+    author: the login GitHub recorded as the writer (a comment's user, a check run's app + "[bot]")
     """
 
     channel: str
@@ -54,6 +70,8 @@ class ChannelResult:
     id: int | None = None
     url: str | None = None
     detail: str = ""
+    cause: str = ""
+    author: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -81,33 +99,99 @@ class PublishResult:
         """Nothing reached the PR: the job summary is the only place the verdict shows."""
         return not self.published
 
+    @property
+    def causes(self) -> set[str]:
+        """Why channels fell back: a subset of {permission, outage, error}."""
+        return {c.cause or "error" for c in (self.comment, self.check, self.status)
+                if c and c.outcome in ("denied", "failed")}
+
+
+def failure_cause(exc: BaseException) -> str:
+    if isinstance(exc, PermissionDenied):
+        return "permission"
+    return "outage" if is_outage(exc) else "error"
+
+
+def failed(channel: str, exc: GitHubError, id: int | None = None) -> ChannelResult:
+    """A channel that GitHub refused (`denied`) or failed (`failed`), with why."""
+    cause = failure_cause(exc)
+    return ChannelResult(channel, "denied" if cause == "permission" else "failed", id, detail=str(exc), cause=cause)
+
 
 # ----------------------------------------------------------------------------------------- identity
-def resolve_login(client: GitHubClient, configured: str | None = None) -> str:
-    """The login that the token's comments are authored by.
+def app_login(slug: str) -> str:
+    """The login a GitHub App's installation token writes comments as."""
+    return f"{slug}[bot]"
 
-    GITHUB_TOKEN and app installation tokens cannot call `GET /user` (403), so the login is
-    configurable and defaults to `github-actions[bot]`; `/user` is asked only for user tokens.
+
+def resolve_login(client: GitHubClient, configured: str | None = None) -> str:
+    """The login that the token's comments are authored by; comments by anyone else are never ours.
+
+    In order: `configured` (the `comment-author` input, or the author GitHub recorded on this run's
+    own check run or comment: see `Publisher`); `GET /user` for user tokens (PATs, OAuth);
+    `GET /app` for installation tokens (`ghs_`: GITHUB_TOKEN and GitHub App tokens such as
+    actions/create-github-app-token's), whose slug + "[bot]" is the login; else `github-actions[bot]`,
+    the GITHUB_TOKEN's login. `GET /user` never works for installation tokens, and `GET /app`
+    needs a JWT on github.com, so the recorded author is what usually decides.
     """
     if configured:
         return configured
-    if client.token_kind in ("user", "unknown"):
+    kind = client.token_kind
+    if kind in ("user", "unknown"):
         try:
-            login = client.get_json("/user").get("login")
+            login = (client.get_json("/user") or {}).get("login")
             if login:
                 return str(login)
         except GitHubError as exc:
-            log.debug("GET /user failed (%s); assuming %s", exc.status, DEFAULT_BOT_LOGIN)
+            log.debug("GET /user failed (%s)", exc.status)
+    if kind in ("installation", "unknown"):
+        try:
+            slug = (client.get_json("/app") or {}).get("slug")
+            if slug:
+                return app_login(str(slug))
+        except GitHubError as exc:
+            log.debug("GET /app failed (%s)", exc.status)
+    log.info("could not tell which account the token comments as; assuming %s (set the comment-author "
+             "input if the token belongs to a GitHub App or a user)", DEFAULT_BOT_LOGIN)
     return DEFAULT_BOT_LOGIN
 
 
+# ------------------------------------------------------------------------- creates that may have landed
+def post_once(client: GitHubClient, path: str, body: Mapping[str, Any], what: str,
+              find: Callable[[], dict | None]) -> dict:
+    """POST `body` to create one thing (a comment, a check run) without ever creating it twice.
+
+    A 5xx or a lost response may come after GitHub wrote it, so before posting again `find()` looks
+    for what the failed attempt may have created; at most `POST_ATTEMPTS` posts, with backoff."""
+    for attempt in range(1, POST_ATTEMPTS + 1):
+        try:
+            return client.post_json(path, dict(body))
+        except ServerError as exc:
+            if attempt == POST_ATTEMPTS:
+                raise
+            client.retry.sleep(client.retry.backoff(attempt))
+            if exc.maybe_written:
+                log.warning("creating the %s got %s, which may come after the write: looking for it before "
+                            "posting again", what, exc.status or "no response")
+                found = find()
+                if found is not None:
+                    log.info("the %s had been created (id %s); not posting it again", what, found.get("id"))
+                    return found
+    raise AssertionError("unreachable")
+
+
 # ----------------------------------------------------------------------------------- sticky comment
+def _author(comment: Mapping[str, Any]) -> str:
+    return str((comment.get("user") or {}).get("login") or "")
+
+
 def find_sticky_comment(client: GitHubClient, issue_number: int, marker: str, login: str) -> dict | None:
-    """The first comment on the issue/PR that holds `marker` AND was written by `login`.
-    Anyone can type the marker, so the author check is what makes the match safe."""
+    """The first comment on the issue/PR whose first line is `marker` AND that `login` wrote.
+    Anyone can type the marker, so the author check is what makes the match safe; a marker quoted
+    further down (another config's, inside a traceback) never matches."""
     matches = [
         c for c in client.paginate(client.repo_path(f"issues/{int(issue_number)}/comments"))
-        if marker in (c.get("body") or "") and ((c.get("user") or {}).get("login") or "").lower() == login.lower()
+        if holds_marker(c.get("body"), marker) and _author(c).lower() == login.lower()
     ]
     if len(matches) > 1:
         log.info("found %d canary comments with the same marker; updating the oldest", len(matches))
@@ -117,34 +201,55 @@ def find_sticky_comment(client: GitHubClient, issue_number: int, marker: str, lo
 def upsert_sticky_comment(client: GitHubClient, issue_number: int, body: str, marker: str, *,
                           login: str | None = None) -> ChannelResult:
     """Update the canary's comment in place, or create it: one comment per PR and marker."""
-    if not marker:
-        raise ValueError("a sticky comment needs a non-empty marker")
-    if not body.startswith(marker):
-        # Lead with the marker so that cutting the tail to GitHub's limit can never drop it.
-        body = f"{marker}\n{body.replace(marker, '')}"
+    if not marker or "\n" in marker:
+        raise ValueError("a sticky comment needs a non-empty, one-line marker")
+    if first_line(body) != marker:
+        # Lead with the marker line so that cutting the tail to GitHub's limit can never drop it.
+        body = f"{marker}\n{body}"
     body = truncate(body, COMMENT_MAX_CHARS)
+    issue = int(issue_number)
     try:
         login = resolve_login(client, login)
-        existing = find_sticky_comment(client, issue_number, marker, login)
+        existing = find_sticky_comment(client, issue, marker, login)
         data = None
         if existing:
             try:
                 data = client.patch_json(client.repo_path(f"issues/comments/{existing['id']}"), {"body": body})
-                result = ChannelResult("comment", "updated", data.get("id"), data.get("html_url"))
+                result = ChannelResult("comment", "updated", data.get("id"), data.get("html_url"),
+                                       author=_author(data) or login)
             except PermissionDenied as exc:
                 if exc.status != 404:
                     raise
                 log.info("canary comment %s vanished while updating it; creating a new one", existing["id"])
         if data is None:
-            data = client.post_json(client.repo_path(f"issues/{int(issue_number)}/comments"), {"body": body})
-            result = ChannelResult("comment", "created", data.get("id"), data.get("html_url"))
+            data = post_once(client, client.repo_path(f"issues/{issue}/comments"), {"body": body}, "PR comment",
+                             lambda: _find_posted_comment(client, issue, marker, body, login))
+            result = ChannelResult("comment", "created", data.get("id"), data.get("html_url"),
+                                   author=_author(data) or None)
+            if result.author and result.author.lower() != login.lower():
+                log.warning("the PR comment was written by %s, but comments by %s were searched for the previous "
+                            "one: set the comment-author input to %s so that the next run updates this comment "
+                            "instead of adding another", result.author, login, result.author)
     except PermissionDenied as exc:
-        log.warning("PR comment not posted: the token may not comment on #%s (%s %s). "
-                    "For fork PRs use the workflow_run pattern; the report is in the job summary.",
-                    issue_number, exc.status, exc.message)
-        return ChannelResult("comment", "denied", detail=exc.message)
+        log.warning("PR comment not posted: GitHub refused the token on #%s (%s %s): a fork PR, or a token "
+                    "without pull-requests: write. For fork PRs use the workflow_run pattern; the report is "
+                    "in the job summary.", issue, exc.status, exc.message)
+        return ChannelResult("comment", "denied", detail=exc.message, cause="permission")
     log.info("PR comment %s: %s", result.outcome, result.url or result.id)
     return result
+
+
+def _find_posted_comment(client: GitHubClient, issue: int, marker: str, body: str, login: str) -> dict | None:
+    """The comment a failed POST may have created: our marker line and exactly our body, written by
+    `login` or by some app (only apps are `Bot`s, and no person can write as one)."""
+    def norm(text: str | None) -> str:
+        return (text or "").replace("\r\n", "\n").strip()
+
+    for c in client.paginate(client.repo_path(f"issues/{issue}/comments")):
+        by_us = _author(c).lower() == login.lower() or (c.get("user") or {}).get("type") == "Bot"
+        if holds_marker(c.get("body"), marker) and norm(c.get("body")) == norm(body) and by_us:
+            return c
+    return None
 
 
 # -------------------------------------------------------------------------------------- check runs
@@ -172,6 +277,28 @@ def _normalize_annotations(annotations: Iterable[Mapping[str, Any]]) -> list[dic
     return out
 
 
+def _check_author(data: Mapping[str, Any]) -> str | None:
+    """The login the token writes as, from a check run it created: only GitHub Apps create check
+    runs, and an app comments as `<slug>[bot]` (GITHUB_TOKEN: github-actions[bot])."""
+    slug = (data.get("app") or {}).get("slug")
+    return app_login(str(slug)) if slug else None
+
+
+def _find_check_run(client: GitHubClient, head_sha: str, name: str, external_id: str) -> dict | None:
+    """The check run a failed POST may have created: same commit, name and our `external_id`."""
+    for run in client.paginate(client.repo_path(f"commits/{head_sha}/check-runs"),
+                               params={"check_name": name, "filter": "all"}, items_key="check_runs"):
+        if run.get("external_id") == external_id:
+            return run
+    return None
+
+
+def _create_check_run(client: GitHubClient, body: dict[str, Any]) -> dict:
+    external_id = body.setdefault("external_id", f"rlhf-canary-{uuid.uuid4()}")
+    return post_once(client, client.repo_path("check-runs"), body, "check run",
+                     lambda: _find_check_run(client, body["head_sha"], body["name"], external_id))
+
+
 def start_check_run(client: GitHubClient, head_sha: str, name: str, *, title: str | None = None,
                     summary: str | None = None, details_url: str | None = None,
                     external_id: str | None = None) -> ChannelResult:
@@ -184,19 +311,20 @@ def start_check_run(client: GitHubClient, head_sha: str, name: str, *, title: st
     if title or summary:
         body["output"] = _check_output(title or name, summary or title or name, None, ())
     try:
-        data = client.post_json(client.repo_path("check-runs"), body)
+        data = _create_check_run(client, body)
     except PermissionDenied as exc:
-        log.warning("check run not created (%s %s): the token lacks `checks: write` or this is a fork PR",
-                    exc.status, exc.message)
-        return ChannelResult("check", "denied", detail=exc.message)
+        log.warning("check run not created (%s %s): GitHub refused the token: it lacks `checks: write`, or this "
+                    "is a fork PR", exc.status, exc.message)
+        return ChannelResult("check", "denied", detail=exc.message, cause="permission")
     log.info("check run %r in progress: %s", name, data.get("html_url") or data.get("id"))
-    return ChannelResult("check", "in_progress", data.get("id"), data.get("html_url"))
+    return ChannelResult("check", "in_progress", data.get("id"), data.get("html_url"), author=_check_author(data))
 
 
 def complete_check_run(client: GitHubClient, *, conclusion: str, title: str, summary: str,
                        text: str | None = None, annotations: Iterable[Mapping[str, Any]] = (),
                        check_run_id: int | None = None, head_sha: str | None = None,
-                       name: str | None = None, details_url: str | None = None) -> ChannelResult:
+                       name: str | None = None, details_url: str | None = None,
+                       external_id: str | None = None) -> ChannelResult:
     """Complete check run `check_run_id`, or create a completed one when there is none.
 
     The verdict goes in the first request, with the first 50 annotations; the rest follow in further
@@ -214,7 +342,10 @@ def complete_check_run(client: GitHubClient, *, conclusion: str, title: str, sum
         if check_run_id is None:
             if not (head_sha and name):
                 raise ValueError("head_sha and name are needed to create a check run")
-            data = client.post_json(client.repo_path("check-runs"), {"name": name, "head_sha": head_sha, **body})
+            created = {"name": name, "head_sha": head_sha, **body}
+            if external_id:
+                created["external_id"] = external_id
+            data = _create_check_run(client, created)
         else:
             data = client.patch_json(client.repo_path(f"check-runs/{int(check_run_id)}"), body)
         run_id = data.get("id", check_run_id)
@@ -223,11 +354,11 @@ def complete_check_run(client: GitHubClient, *, conclusion: str, title: str, sum
                               {"output": {"title": body["output"]["title"], "summary": body["output"]["summary"],
                                           "annotations": batch}})
     except PermissionDenied as exc:
-        log.warning("check run not completed (%s %s): the token lacks `checks: write` or this is a fork PR",
-                    exc.status, exc.message)
-        return ChannelResult("check", "denied", check_run_id, detail=exc.message)
+        log.warning("check run not completed (%s %s): GitHub refused the token: it lacks `checks: write`, or "
+                    "this is a fork PR", exc.status, exc.message)
+        return ChannelResult("check", "denied", check_run_id, detail=exc.message, cause="permission")
     log.info("check run completed: %s (%d annotations)", conclusion, len(notes))
-    return ChannelResult("check", "completed", run_id, data.get("html_url"))
+    return ChannelResult("check", "completed", run_id, data.get("html_url"), author=_check_author(data))
 
 
 # -------------------------------------------------------------------------------------- statuses
@@ -248,27 +379,49 @@ def set_commit_status(client: GitHubClient, sha: str, state: str, description: s
     if target_url:
         body["target_url"] = target_url
     try:
-        data = client.post_json(client.repo_path(f"statuses/{sha}"), body)
+        # Repeating a status is harmless (the latest per context wins), so a 5xx is retried.
+        data = client.post_json(client.repo_path(f"statuses/{sha}"), body, retry_server_errors=True)
     except PermissionDenied as exc:
-        log.warning("commit status not set (%s %s): the token lacks `statuses: write`", exc.status, exc.message)
-        return ChannelResult("status", "denied", detail=exc.message)
+        log.warning("commit status not set (%s %s): GitHub refused the token: it lacks `statuses: write`",
+                    exc.status, exc.message)
+        return ChannelResult("status", "denied", detail=exc.message, cause="permission")
     log.info("commit status %s set to %s", context, body["state"])
     return ChannelResult("status", "created", data.get("id"), data.get("url"))
 
 
 # --------------------------------------------------------------------------------- pull requests
+def _into_this_repo(client: GitHubClient, pr: Mapping[str, Any]) -> bool:
+    base = ((pr.get("base") or {}).get("repo") or {}).get("full_name")
+    return base is None or str(base).lower() == client.repo.lower()
+
+
 def find_pull_request(client: GitHubClient, head_sha: str, head_owner: str | None, head_branch: str | None) -> int | None:
-    """The open PR whose head is `head_sha`. For `workflow_run` events from forks GitHub leaves
-    `pull_requests` empty; `GET /pulls?head=owner:branch` still finds them."""
-    if not (head_owner and head_branch):
-        return None
+    """The open PR into this repository whose head is exactly `head_sha`. For `workflow_run` events
+    from forks GitHub leaves `pull_requests` empty (and lists unrelated PRs that merely share a branch
+    name): `GET /pulls?head=owner:branch` finds it, or `GET /commits/{sha}/pulls` without a branch."""
+    if head_owner and head_branch:
+        path, params = client.repo_path("pulls"), {"state": "open", "head": f"{head_owner}:{head_branch}"}
+    else:
+        path, params = client.repo_path(f"commits/{head_sha}/pulls"), {}
     try:
-        for pr in client.paginate(client.repo_path("pulls"), params={"state": "open", "head": f"{head_owner}:{head_branch}"}):
-            if (pr.get("head") or {}).get("sha") == head_sha:
+        for pr in client.paginate(path, params=params):
+            if (pr.get("head") or {}).get("sha") == head_sha and pr.get("state", "open") == "open" \
+                    and _into_this_repo(client, pr):
                 return int(pr["number"])
     except GitHubError as exc:
         log.warning("could not look up the pull request for %s (%s %s)", head_sha[:12], exc.status, exc.message)
     return None
+
+
+def get_pull_request(client: GitHubClient, number: int) -> dict:
+    """The pull request `number` of this repository (raises GitHubError). Events that name a PR
+    without its head commit (`issue_comment`) get the head from here: `GITHUB_SHA` is the default
+    branch's head there, and a check posted on it would never show on the PR."""
+    pr = client.get_json(client.repo_path(f"pulls/{int(number)}"))
+    if not isinstance(pr, dict) or not (pr.get("head") or {}).get("sha"):
+        raise GitHubError(200, f"pull request #{int(number)} has no head commit in the API's answer",
+                          client.repo_path(f"pulls/{int(number)}"), method="GET")
+    return pr
 
 
 # ------------------------------------------------------------------------------------- publisher
@@ -276,7 +429,12 @@ class Publisher:
     """The verdict's way to the PR, with its fallbacks: check run -> commit status -> summary only;
     comment -> summary only. `start()` at the beginning of a run, `finish()` at the end.
 
-    Never raises `GitHubError`: every refusal or failure is in the returned `PublishResult`.
+    Never raises `GitHubError`: every refusal or failure is in the returned `PublishResult`, with
+    its cause (a refusal, an outage).
+
+    `login` is who the sticky comment must be written by (the `comment-author` input). Without it,
+    the author GitHub records on this run's own check run (its app's slug + "[bot]") is used, which
+    is right for GITHUB_TOKEN and GitHub App tokens alike; then `resolve_login`.
     """
 
     def __init__(self, client: GitHubClient, *, head_sha: str, check_name: str,
@@ -288,20 +446,29 @@ class Publisher:
         self.pr_number = pr_number
         self.marker = marker or sticky_marker(check_name)
         self.login = login
+        self.recorded_login: str | None = None  # learned from what this run created
         self.details_url = details_url
         self.status_context = status_context or check_name
         self.check_run_id: int | None = None
+        self.external_id = f"rlhf-canary-{uuid.uuid4()}"  # finds our check run after an uncertain create
         self._checks_denied = False
+        self._start_uncertain = False
+
+    def _record(self, channel: ChannelResult | None) -> None:
+        if channel is not None and channel.ok and channel.author and not self.recorded_login:
+            self.recorded_login = channel.author
 
     def start(self, summary: str = "The canary is running.") -> PublishResult:
         result = PublishResult()
         try:
             check = start_check_run(self.client, self.head_sha, self.check_name, title="Running",
-                                    summary=summary, details_url=self.details_url)
+                                    summary=summary, details_url=self.details_url, external_id=self.external_id)
         except GitHubError as exc:
-            check = ChannelResult("check", "failed", detail=str(exc))
+            check = failed("check", exc)
+            self._start_uncertain = isinstance(exc, ServerError) and exc.maybe_written
             log.warning("check run not created: %s", exc)
         result.check = check
+        self._record(check)
         if check.ok:
             self.check_run_id = result.check_run_id = check.id
         else:
@@ -316,25 +483,30 @@ class Publisher:
         if comment_body is not None and self.pr_number is not None:
             try:
                 result.comment = upsert_sticky_comment(self.client, self.pr_number, comment_body, self.marker,
-                                                       login=self.login)
+                                                       login=self.login or self.recorded_login)
+                self._record(result.comment)
             except GitHubError as exc:
                 log.warning("PR comment not posted: %s", exc)
-                result.comment = ChannelResult("comment", "failed", detail=str(exc))
+                result.comment = failed("comment", exc)
         elif comment_body is not None:
             result.comment = ChannelResult("comment", "skipped", detail="not a pull request")
 
         if not self._checks_denied:
             try:
+                if self.check_run_id is None and self._start_uncertain:
+                    # The opening POST failed in a way that may have created it: complete that one.
+                    found = _find_check_run(self.client, self.head_sha, self.check_name, self.external_id)
+                    self.check_run_id = found.get("id") if found else None
                 result.check = complete_check_run(
                     self.client, conclusion=conclusion, title=title, summary=summary, text=text,
                     annotations=annotations, check_run_id=self.check_run_id, head_sha=self.head_sha,
-                    name=self.check_name, details_url=self.details_url)
+                    name=self.check_name, details_url=self.details_url, external_id=self.external_id)
             except GitHubError as exc:
                 log.warning("check run not completed: %s", exc)
-                result.check = ChannelResult("check", "failed", self.check_run_id, detail=str(exc))
+                result.check = failed("check", exc, self.check_run_id)
             result.check_run_id = result.check.id
         else:
-            result.check = ChannelResult("check", "denied", detail="refused at start")
+            result.check = ChannelResult("check", "denied", detail="refused at start", cause="permission")
         if not result.check.ok:
             result.status = self._status(conclusion, title)
         self._note_summary_only(result)
@@ -346,15 +518,25 @@ class Publisher:
                                      context=self.status_context, target_url=self.details_url)
         except GitHubError as exc:
             log.warning("commit status not set: %s", exc)
-            return ChannelResult("status", "failed", detail=str(exc))
+            return failed("status", exc)
 
     @staticmethod
     def _note_summary_only(result: PublishResult) -> None:
         if result.summary_only:
-            line = ("GitHub refused every channel (check run, commit status, comment): "
+            line = (f"nothing reached the PR ({describe_causes(result.causes)}): "
                     "the verdict is in the job summary only")
             result.notes.append(line)
             log.warning(line)
         elif result.fell_back:
             result.notes.append(f"published via {', '.join(result.published)}; "
-                                f"refused or failed: {', '.join(result.fell_back)}")
+                                f"{describe_causes(result.causes)}: {', '.join(result.fell_back)}")
+
+
+def describe_causes(causes: Iterable[str]) -> str:
+    """Say what happened to the channels that fell back, in words a reader can act on."""
+    words = {
+        "permission": "GitHub refused the token (a fork PR, or a token without the `permissions:` this needs)",
+        "outage": "GitHub failed or rate-limited the requests (an outage: rerun the job later)",
+        "error": "GitHub answered with an unexpected error (see the log)",
+    }
+    return "; ".join(words[c] for c in ("permission", "outage", "error") if c in set(causes)) or "nothing failed"

@@ -49,6 +49,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     action: Callable[[], None] | None = None
     times: int = 1
+    after_write: bool = False  # serve the request first, then answer with `status` (a 5xx after the write)
 
 
 class FakeGitHub:
@@ -59,7 +60,10 @@ class FakeGitHub:
         self.token = token
         self.repo = repo
         self.login = "github-actions[bot]"  # who the token's writes are authored by
+        self.app_slug: str | None = "github-actions"  # the app behind the token (check runs carry it)
         self.user_endpoint_works = False  # GET /user: 403 for installation tokens, as on GitHub
+        self.app_endpoint_works = False  # GET /app: needs a JWT on github.com (401 for installation tokens)
+        self.repo_id = 1
         self.default_branch = "main"
         self.denied: set[str] = set()  # "checks", "comments", "statuses", "contents", "actions"
         self.comments: dict[int, list[dict]] = {}
@@ -69,6 +73,7 @@ class FakeGitHub:
         self.files: dict[str, dict[str, bytes]] = {}  # branch -> path -> content
         self.artifacts: list[dict] = []
         self.artifact_zips: dict[int, bytes] = {}
+        self.workflow_runs: dict[int, dict] = {}  # GET /actions/runs/{id}
         self.blob_base: str | None = None  # where artifact zips redirect to (another host)
         self.pulls: list[dict] = []
         self.requests: list[Recorded] = []
@@ -81,12 +86,16 @@ class FakeGitHub:
         base = f"/repos/{o}/{r}"
         self._routes: list[tuple[str, re.Pattern[str], Callable[..., Response]]] = [
             ("GET", re.compile(r"^/user$"), self._get_user),
+            ("GET", re.compile(r"^/app$"), self._get_app),
             ("GET", re.compile(rf"^{base}$"), self._get_repo),
             ("GET", re.compile(rf"^{base}/issues/(\d+)/comments$"), self._list_comments),
             ("POST", re.compile(rf"^{base}/issues/(\d+)/comments$"), self._create_comment),
             ("PATCH", re.compile(rf"^{base}/issues/comments/(\d+)$"), self._update_comment),
             ("POST", re.compile(rf"^{base}/check-runs$"), self._create_check),
             ("PATCH", re.compile(rf"^{base}/check-runs/(\d+)$"), self._update_check),
+            ("GET", re.compile(rf"^{base}/commits/([^/]+)/check-runs$"), self._list_checks_for_ref),
+            ("GET", re.compile(rf"^{base}/commits/([0-9a-f]+)/pulls$"), self._list_pulls_for_commit),
+            ("GET", re.compile(rf"^{base}/pulls/(\d+)$"), self._get_pull),
             ("POST", re.compile(rf"^{base}/statuses/([0-9a-f]+)$"), self._create_status),
             ("GET", re.compile(rf"^{base}/pulls$"), self._list_pulls),
             ("GET", re.compile(rf"^{base}/git/ref/heads/(.+)$"), self._get_ref),
@@ -96,6 +105,7 @@ class FakeGitHub:
             ("DELETE", re.compile(rf"^{base}/contents/(.+)$"), self._delete_contents),
             ("GET", re.compile(rf"^{base}/actions/artifacts$"), self._list_artifacts),
             ("GET", re.compile(rf"^{base}/actions/artifacts/(\d+)/zip$"), self._download_artifact),
+            ("GET", re.compile(rf"^{base}/actions/runs/(\d+)$"), self._get_workflow_run),
         ]
 
     # -- helpers for tests --------------------------------------------------------------------------
@@ -105,9 +115,11 @@ class FakeGitHub:
 
     def fault(self, method: str, pattern: str, *, status: int | None = None, body: Any = None,
               headers: dict[str, str] | None = None, action: Callable[[], None] | None = None,
-              times: int = 1) -> None:
-        """The next `times` matching requests get `status` (and/or run `action` first)."""
-        self.faults.append(Fault(method, re.compile(pattern), status, body, headers or {}, action, times))
+              times: int = 1, after_write: bool = False) -> None:
+        """The next `times` matching requests get `status` (and/or run `action` first). With
+        `after_write` the request is served first and its answer replaced by `status`: GitHub wrote
+        it, the client cannot know (a 502 from a gateway after the write)."""
+        self.faults.append(Fault(method, re.compile(pattern), status, body, headers or {}, action, times, after_write))
 
     def add_comment(self, issue: int, body: str, login: str) -> dict:
         c = self._comment(issue, body, login)
@@ -140,18 +152,25 @@ class FakeGitHub:
             return self._json({"message": f"Invalid request.\n\n{exc.detail}"}, 422)
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return self._json({"message": "Bad credentials"}, 401)
+        late = None
         for f in self.faults:
             if f.times > 0 and f.method == request.method and f.pattern.search(request.path):
                 f.times -= 1
                 if f.action:
                     f.action()
-                if f.status is not None:
+                if f.status is not None and f.after_write:
+                    late = f
+                elif f.status is not None:
                     return self._json(f.body if f.body is not None else {"message": "fault"}, f.status, f.headers)
                 break
         for method, pattern, handler in self._routes:
             m = pattern.match(request.path)
             if m and method == request.method:
-                return handler(request, payload, *m.groups())
+                response = handler(request, payload, *m.groups())
+                if late is not None:
+                    return self._json(late.body if late.body is not None else {"message": "fault"}, late.status,
+                                      late.headers)
+                return response
         return self._json({"message": "Not Found"}, 404)
 
     @staticmethod
@@ -184,8 +203,14 @@ class FakeGitHub:
             return self._json(FORBIDDEN, 403)
         return self._json({"login": self.login, "id": 1, "type": "User"})
 
+    def _get_app(self, request: Request, _: Any) -> Response:
+        if not (self.app_endpoint_works and self.app_slug):
+            return self._json({"message": "A JSON web token could not be decoded",
+                               "documentation_url": "https://docs.github.com/rest"}, 401)
+        return self._json({"id": 77, "slug": self.app_slug, "name": self.app_slug, "owner": None})
+
     def _get_repo(self, request: Request, _: Any) -> Response:
-        return self._json({"id": 1, "full_name": self.repo, "name": self.repo.split("/")[1],
+        return self._json({"id": self.repo_id, "full_name": self.repo, "name": self.repo.split("/")[1],
                            "default_branch": self.default_branch, "private": False})
 
     # -- comments -----------------------------------------------------------------------------------
@@ -223,6 +248,7 @@ class FakeGitHub:
     # -- checks and statuses ------------------------------------------------------------------------
     def _check_json(self, run: dict) -> dict:
         return {**{k: v for k, v in run.items() if k != "annotations"},
+                "app": {"id": 77, "slug": self.app_slug} if self.app_slug else None,
                 "html_url": f"https://github.com/{self.repo}/runs/{run['id']}",
                 "output": {**run.get("output", {}), "annotations_count": len(run["annotations"])}}
 
@@ -236,7 +262,8 @@ class FakeGitHub:
             return self._json(FORBIDDEN, 403)
         run = {"id": next(self._ids), "name": payload["name"], "head_sha": payload["head_sha"],
                "status": payload.get("status", "queued"), "conclusion": payload.get("conclusion"),
-               "details_url": payload.get("details_url"), "annotations": [], "output": {}}
+               "details_url": payload.get("details_url"), "external_id": payload.get("external_id"),
+               "annotations": [], "output": {}}
         if run["conclusion"]:
             run["status"] = "completed"
         self._apply_output(run, payload.get("output"))
@@ -257,6 +284,13 @@ class FakeGitHub:
         self._apply_output(run, payload.get("output"))
         return self._json(self._check_json(run))
 
+    def _list_checks_for_ref(self, request: Request, _: Any, ref: str) -> Response:
+        name = request.args.get("check_name")
+        runs = [self._check_json(r) for r in self.check_runs.values()
+                if r["head_sha"] == ref and (not name or r["name"] == name)]
+        chunk, headers = self._page(request, runs)
+        return self._json({"total_count": len(runs), "check_runs": chunk}, 200, headers)
+
     def _create_status(self, request: Request, payload: Any, sha: str) -> Response:
         if "statuses" in self.denied:
             return self._json(FORBIDDEN, 403)
@@ -274,6 +308,14 @@ class FakeGitHub:
         pulls = [p for p in self.pulls if not head or f"{p['head']['user']['login']}:{p['head']['ref']}" == head]
         chunk, headers = self._page(request, pulls)
         return self._json(chunk, 200, headers)
+
+    def _list_pulls_for_commit(self, request: Request, _: Any, sha: str) -> Response:
+        chunk, headers = self._page(request, [p for p in self.pulls if p["head"]["sha"] == sha])
+        return self._json(chunk, 200, headers)
+
+    def _get_pull(self, request: Request, _: Any, number: str) -> Response:
+        pr = next((p for p in self.pulls if p["number"] == int(number)), None)
+        return self._json(pr) if pr else self._json({"message": "Not Found"}, 404)
 
     # -- git refs and contents ----------------------------------------------------------------------
     def _get_ref(self, request: Request, _: Any, branch: str) -> Response:
@@ -352,15 +394,25 @@ class FakeGitHub:
 
     # -- artifacts ----------------------------------------------------------------------------------
     def add_artifact(self, name: str, zip_bytes: bytes, *, head_branch: str, created_at: str,
-                     expired: bool = False) -> dict:
+                     expired: bool = False, event: str = "push", head_repo: str | None = None) -> dict:
+        """An artifact uploaded by a workflow run of `event` on `head_branch` of `head_repo` (default:
+        this repository; another name is a fork, with its own repository id)."""
         aid = next(self._ids)
+        head_repo = head_repo or self.repo
+        head_repo_id = self.repo_id if head_repo == self.repo else 1000 + len(head_repo)
         art = {"id": aid, "node_id": f"MDg6QXJ0aWZhY3Q{aid}", "name": name, "size_in_bytes": len(zip_bytes),
                "url": f"{self.url}/repos/{self.repo}/actions/artifacts/{aid}",
                "archive_download_url": f"{self.url}/repos/{self.repo}/actions/artifacts/{aid}/zip",
                "expired": expired, "created_at": created_at, "updated_at": created_at,
                "expires_at": "2099-01-01T00:00:00Z", "digest": None,
-               "workflow_run": {"id": aid * 10, "repository_id": 1, "head_repository_id": 1,
+               "workflow_run": {"id": aid * 10, "repository_id": self.repo_id, "head_repository_id": head_repo_id,
                                 "head_branch": head_branch, "head_sha": hashlib.sha1(str(aid).encode()).hexdigest()}}
+        wr = art["workflow_run"]
+        self.workflow_runs[wr["id"]] = {
+            "id": wr["id"], "name": "canary", "event": event, "status": "completed", "conclusion": "success",
+            "head_branch": head_branch, "head_sha": wr["head_sha"], "head_repository_id": head_repo_id,
+            "head_repository": {"id": head_repo_id, "full_name": head_repo},
+            "repository": {"id": self.repo_id, "full_name": self.repo}, "pull_requests": []}
         self.artifacts.append(art)
         self.artifact_zips[aid] = zip_bytes
         return art
@@ -372,6 +424,12 @@ class FakeGitHub:
         arts = [a for a in reversed(self.artifacts) if not name or a["name"] == name]  # newest first
         chunk, headers = self._page(request, arts)
         return self._json({"total_count": len(arts), "artifacts": chunk}, 200, headers)
+
+    def _get_workflow_run(self, request: Request, _: Any, run_id: str) -> Response:
+        if "actions" in self.denied:
+            return self._json(FORBIDDEN, 403)
+        run = self.workflow_runs.get(int(run_id))
+        return self._json(run) if run else self._json({"message": "Not Found"}, 404)
 
     def _download_artifact(self, request: Request, _: Any, aid: str) -> Response:
         if "actions" in self.denied:

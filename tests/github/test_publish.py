@@ -26,8 +26,11 @@ def _annotations(n):
              "annotation_level": "warning", "message": f"regression {i}"} for i in range(n)]
 
 
-def test_marker_is_hidden_and_safe():
-    assert sticky_marker("sft tiny-->x") == "<!-- rlhf-canary:config=sft_tiny--_x -->"
+def test_marker_is_hidden_safe_and_one_per_name():
+    assert sticky_marker("sft tiny-->x") == "<!-- rlhf-canary:config=sft%20tiny--%3Ex -->"
+    assert sticky_marker("dpo_embedded") == "<!-- rlhf-canary:config=dpo_embedded -->"
+    # Names that used to collapse onto one marker get one each.
+    assert len({sticky_marker(n) for n in ("a b", "a_b", "a/b", "a%20b")}) == 4
 
 
 def test_sticky_comment_created_then_updated_never_duplicated(fake, client):
@@ -70,7 +73,7 @@ def test_login_from_get_user_for_user_tokens(fake, sleeps):
                       retry=RetryPolicy(sleep=sleeps.append)) as c:
         assert resolve_login(c) == "canary-bot"
         assert resolve_login(c, "configured[bot]") == "configured[bot]"
-        fake.add_comment(3, f"{MARKER} by a PAT", "canary-bot")
+        fake.add_comment(3, f"{MARKER}\nby a PAT", "canary-bot")
         assert upsert_sticky_comment(c, 3, "again", MARKER).outcome == "updated"
 
 
@@ -154,7 +157,8 @@ def test_find_pull_request_for_a_fork_workflow_run(fake, client):
     fake.pulls = [{"number": 77, "head": {"sha": HEAD, "ref": "feature", "user": {"login": "mallory"}}}]
     assert find_pull_request(client, HEAD, "mallory", "feature") == 77
     assert find_pull_request(client, "f" * 40, "mallory", "feature") is None
-    assert find_pull_request(client, HEAD, None, "feature") is None
+    # Without the head branch, the PR is found by its head commit.
+    assert find_pull_request(client, HEAD, None, None) == 77 and fake.calls("GET", rf"/commits/{HEAD}/pulls$")
 
 
 def test_comment_deleted_between_list_and_update_is_recreated(fake, client):
