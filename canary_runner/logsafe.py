@@ -28,6 +28,7 @@ from typing import Any, TextIO
 # Every character some reader of the log may take for the end of a line (Python's str.splitlines set).
 LINE_BREAK_CHARS = "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 _LINE_BREAK = re.compile("\r\n|[" + LINE_BREAK_CHARS + "]")
+_OTHER_BREAKS = re.compile("[" + LINE_BREAK_CHARS[2:] + "]")  # all but CR and LF
 # Terminal escape sequences: OSC (titles, hyperlinks) up to BEL or ST, CSI (colours, cursor), other
 # two-byte ESC sequences, and their 8-bit C1 forms.
 _ESCAPES = re.compile(
@@ -82,7 +83,7 @@ def safe_text(text: Any) -> str:
 def escape_data(value: Any) -> str:
     """A workflow command's message: `%`, CR and LF escaped (GitHub's rules; every other line break
     encoded as LF), terminal escapes dropped, so text can neither end the command early nor inject another."""
-    text = strip_escapes(_LINE_BREAK.sub("\n", str(value)))
+    text = strip_escapes(_OTHER_BREAKS.sub("\n", str(value)))
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
