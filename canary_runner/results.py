@@ -22,6 +22,16 @@ SCHEMA_VERSION = 1
 STATUSES = ("completed", "crashed", "timeout", "interrupted")
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
+# What one metrics.json may hold. A canary run is minutes long (a 2,000-step DPO record is ~1 MB), so
+# these are far above any real record; they keep a corrupt or hostile file (a baseline comes from an
+# artifact or a branch) from costing more than seconds and a few hundred MB to load and compare.
+MAX_METRICS_BYTES = 64 << 20
+MAX_STEPS = 50_000
+MAX_SERIES = 2_000
+# Files are written world-readable: the container runs as root and the next step (actions/upload-artifact
+# on the host) runs as the runner's user. Nothing secret is ever written to them.
+FILE_MODE = 0o644
+
 
 class MetricsFileError(Exception):
     """A metrics.json that is missing, corrupt or of a schema this version cannot read."""
@@ -49,15 +59,18 @@ def decode(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write JSON so that readers see the old file or the new one, never half of one."""
+def write_atomic(path: str | os.PathLike, data: bytes | str, mode: int = FILE_MODE) -> Path:
+    """Write a file so that readers see the old file or the new one, never half of one.
+
+    The rename replaces a symlink at `path` rather than writing through it, and the file gets `mode`
+    whatever the umask (mkstemp alone would leave it 0600, unreadable to the next step)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(encode(data), f, indent=1, allow_nan=False)
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -67,41 +80,179 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     return path
 
 
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    """Write JSON atomically (see `write_atomic`), non-finite floats as strings."""
+    return write_atomic(path, json.dumps(encode(data), indent=1, allow_nan=False) + "\n")
+
+
 def schema() -> dict:
     return schemas.load("metrics")
 
 
 def validate(record: dict) -> None:
-    """Raise MetricsFileError naming the first schema violation of an *encoded* record."""
-    error = schemas.first_error("metrics", record)
+    """Raise MetricsFileError naming the first problem of an *encoded* record: a schema violation,
+    or series that do not fit together (see `consistency_error`)."""
+    error = _schema_error(record) or consistency_error(record)
     if error is not None:
         raise MetricsFileError(error)
 
 
+def _schema_error(record) -> str | None:
+    """The schema's first violation. The per-step arrays are checked here in plain Python (the same
+    rules as the schema's `series` items): jsonschema takes ~1 s per 1,000 steps on them."""
+    series = record.get("series") if isinstance(record, dict) else None
+    if not isinstance(series, dict):
+        return schemas.first_error("metrics", record)
+    outline = dict(record, series={k: [] if isinstance(v, list) else v for k, v in series.items()})
+    return schemas.first_error("metrics", outline) or _series_item_error(series)
+
+
+def _is_integer(v) -> bool:  # JSON Schema's "integer": 3 and 3.0, never true/false
+    return not isinstance(v, bool) and (isinstance(v, int) or (isinstance(v, float) and v.is_integer()))
+
+
+def _is_num(v) -> bool:  # $defs/num: a number, null, or a non-finite float written as a string
+    if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)):
+        return True
+    return isinstance(v, str) and v in _NONFINITE
+
+
+_SERIES_ITEMS = {
+    "step": (lambda v: _is_integer(v) and v >= 1, "an integer step number of at least 1"),
+    "warmup": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _series_item_error(series: dict) -> str | None:
+    for name, values in series.items():
+        ok, what = _SERIES_ITEMS.get(name, (_is_num, 'a number, null, "NaN", "Infinity" or "-Infinity"'))
+        for i, v in enumerate(values):
+            if not ok(v):
+                return f"series/{name}/{i}: {_short(v)} is not {what}"
+    return None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _finite_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def consistency_error(record: dict) -> str | None:
+    """What the schema cannot say about a (schema-valid, encoded or decoded) record: every series is
+    as long as `step`, steps increase, times are finite and not negative (step times positive), the
+    `warmup` mask is the steps up to `run.warmup_steps`, and the record is within the size limits.
+    Compare reads series by position, so a record that breaks these would give silent nonsense."""
+    series = record["series"]
+    steps = series["step"]
+    n = len(steps)
+    if n > MAX_STEPS:
+        return f"series/step: {n} steps; a metrics.json may hold at most {MAX_STEPS}"
+    if len(series) > MAX_SERIES:
+        return f"series: {len(series)} series; a metrics.json may hold at most {MAX_SERIES}"
+    for name, values in series.items():
+        if len(values) != n:
+            return f"series/{name}: {len(values)} values but series/step has {n}; every series has one value per step"
+    for i in range(1, n):
+        if steps[i] <= steps[i - 1]:
+            return f"series/step/{i}: step {steps[i]} follows step {steps[i - 1]}; steps must increase"
+    for name, values in series.items():
+        if name != "step_time_s" and not name.endswith("_time_s"):
+            continue
+        positive = name == "step_time_s" or name.endswith("/step_time_s")
+        for i, v in enumerate(values):
+            if v is None:
+                continue
+            if not _finite_number(v) or v < 0 or (positive and v == 0):
+                need = "positive" if positive else "0 or more"
+                return f"series/{name}/{i}: {_short(v)} is not a time; times are finite and {need} (seconds)"
+    warmup_steps = record["run"]["warmup_steps"]
+    for i, (step, warm) in enumerate(zip(steps, series["warmup"])):
+        if warm != (step <= warmup_steps):
+            return (f"series/warmup/{i}: {str(warm).lower()} at step {step}, but run.warmup_steps is "
+                    f"{warmup_steps}; the mask must be true exactly for the steps up to it")
+    return None
+
+
+class _Bare:
+    """A bare NaN/Infinity/-Infinity token: Python's json accepts them, JSON does not."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _first_bare(value, where: str = "") -> str | None:
+    if isinstance(value, _Bare):
+        return f"{where or '(top level)'}: bare {value.name}"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _first_bare(item, f"{where}/{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
+def parse_metrics(raw: bytes | str, origin: str) -> dict:
+    """Parse, check and decode the bytes of a metrics.json; `origin` names it in every message.
+
+    Raises MetricsFileError, saying what is wrong and what to do, for anything compare could not
+    trust: over the size limits, not JSON, bare NaN/Infinity, another schema_version, a schema
+    violation, or series that do not fit together."""
+    if len(raw) > MAX_METRICS_BYTES:
+        raise MetricsFileError(f"{origin}: {len(raw) / 2**20:.1f} MiB; a metrics.json may be at most "
+                               f"{MAX_METRICS_BYTES >> 20} MiB (see the limits in README.md)")
+    found_bare = []
+
+    def bare(name: str) -> _Bare:
+        found_bare.append(name)
+        return _Bare(name)
+
+    try:
+        doc = json.loads(raw, parse_constant=bare)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MetricsFileError(f"{origin}: not valid JSON ({e}). The file is corrupt; re-run the canary.") from None
+    except RecursionError:
+        raise MetricsFileError(f"{origin}: not valid JSON (nested too deeply). The file is corrupt.") from None
+    if not isinstance(doc, dict) or "schema_version" not in doc:
+        raise MetricsFileError(f"{origin}: not a canary metrics.json (no schema_version).")
+    version = doc["schema_version"]
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise MetricsFileError(
+            f"{origin}: schema_version {_short(version)} is not supported (this canary reads {SCHEMA_VERSION}). "
+            "Upgrade rlhf-canary or regenerate the baseline."
+        )
+    if found_bare:
+        raise MetricsFileError(f"{origin}: {_first_bare(doc)} is not JSON; a non-finite number is written "
+                               'as the string "NaN", "Infinity" or "-Infinity". The file was not written by '
+                               "the canary; regenerate it.")
+    schema_error = _schema_error(doc)
+    if schema_error is not None:
+        raise MetricsFileError(f"{origin}: does not match the metrics schema at {schema_error}")
+    inconsistent = consistency_error(doc)
+    if inconsistent is not None:
+        raise MetricsFileError(f"{origin}: inconsistent record at {inconsistent}")
+    return decode(doc)
+
+
 def load_metrics(path: str | os.PathLike) -> dict:
-    """Load and validate a metrics.json (or a run directory holding one); floats decoded."""
+    """Load and check a metrics.json (or a run directory holding one); floats decoded."""
     path = Path(path)
     if path.is_dir():
         path = path / "metrics.json"
     if not path.is_file():
         raise MetricsFileError(f"{path}: no such file. Pass a metrics.json or the run directory of `canary run`.")
     try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MetricsFileError(f"{path}: not valid JSON ({e}). The file is corrupt; re-run the canary.") from None
-    if not isinstance(raw, dict) or "schema_version" not in raw:
-        raise MetricsFileError(f"{path}: not a canary metrics.json (no schema_version).")
-    version = raw["schema_version"]
-    if version != SCHEMA_VERSION:
-        raise MetricsFileError(
-            f"{path}: schema_version {version!r} is not supported (this canary reads {SCHEMA_VERSION}). "
-            "Upgrade rlhf-canary or regenerate the baseline."
-        )
-    try:
-        validate(raw)
-    except MetricsFileError as e:
-        raise MetricsFileError(f"{path}: does not match the metrics schema at {e}") from None
-    return decode(raw)
+        size = path.stat().st_size
+        if size > MAX_METRICS_BYTES:  # said before reading a byte of it
+            raise MetricsFileError(f"{path}: {size / 2**20:.1f} MiB; a metrics.json may be at most "
+                                   f"{MAX_METRICS_BYTES >> 20} MiB (see the limits in README.md)")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise MetricsFileError(f"{path}: cannot read it ({e.strerror or e}).") from None
+    return parse_metrics(raw, str(path))
 
 
 # -- summary statistics ---------------------------------------------------------------------------

@@ -12,12 +12,17 @@ another job wrote first, so the file is re-read and the write retried, a bounded
 from __future__ import annotations
 
 import base64
+import binascii
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+import requests
+
 from ..github.client import Conflict, GitHubClient, GitHubError, NotFound, PermissionDenied
+from ..results import MAX_METRICS_BYTES
 from .model import (
     HISTORY_DIR,
     METRICS_FILE,
@@ -52,15 +57,62 @@ def branch_exists(client: GitHubClient, branch: str) -> bool:
 
 
 def _list_dir(client: GitHubClient, path: str, branch: str) -> list[dict]:
+    """The entries of a directory on the branch; anything that is not a well-formed entry is left out."""
     try:
         entries = client.get_json(_contents(client, path), params={"ref": branch})
     except NotFound:
         return []
-    return entries if isinstance(entries, list) else []
+    if not isinstance(entries, list):
+        return []
+    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)
+            and isinstance(e.get("path"), str)]
 
 
 def _read_raw(client: GitHubClient, path: str, branch: str) -> bytes:
-    return client.request("GET", _contents(client, path), params={"ref": branch}, headers=RAW).content
+    """A file's bytes, at most MAX_METRICS_BYTES of them whatever the server sends."""
+    resp = client.request("GET", _contents(client, path), params={"ref": branch}, headers=RAW, stream=True)
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        for chunk in resp.iter_content(chunk_size=1 << 16):
+            total += len(chunk)
+            if total > MAX_METRICS_BYTES:
+                raise BaselineError(f"{path} on the baseline branch is larger than {MAX_METRICS_BYTES >> 20} MiB, "
+                                    "the most a metrics.json may be")
+            chunks.append(chunk)
+    except requests.RequestException as exc:
+        raise BaselineError(f"reading {path} from the baseline branch broke off: {type(exc).__name__}") from None
+    finally:
+        resp.close()
+    return _file_bytes(b"".join(chunks), path)
+
+
+def _file_bytes(body: bytes, path: str) -> bytes:
+    """The file from the contents API's answer. Asked for the raw media type it sends the bytes; a
+    server (or proxy) that ignores that sends the JSON entry instead: a file's base64 content is
+    used, any other entry (a directory, a symlink, a submodule, a file too large to inline) is said."""
+    # A metrics.json names its schema_version first; an inlined entry is at most ~1.4 MB (GitHub
+    # inlines files up to 1 MB): anything else is taken as the file's bytes.
+    if (not body.lstrip().startswith((b"{", b"[")) or b'"schema_version"' in body[:4096]
+            or len(body) > 2 << 20):
+        return body
+    try:
+        entry = json.loads(body)
+    except ValueError:
+        return body  # not JSON: parse_run says so
+    if isinstance(entry, list):
+        raise BaselineError(f"{path} on the baseline branch is a directory, not a metrics.json")
+    if not (isinstance(entry, dict) and "schema_version" not in entry and isinstance(entry.get("type"), str)
+            and "sha" in entry):
+        return body
+    if entry["type"] == "file" and entry.get("encoding") == "base64" and isinstance(entry.get("content"), str):
+        try:
+            data = base64.b64decode(entry["content"], validate=False)
+        except (binascii.Error, ValueError):
+            raise BaselineError(f"{path} on the baseline branch: the contents API sent undecodable base64") from None
+        return data
+    raise BaselineError(f"{path} on the baseline branch: the contents API answered a {entry['type'][:40]!r} entry "
+                        f"(encoding {str(entry.get('encoding'))[:40]!r}), not the file's bytes")
 
 
 def read_branch_baseline(client: GitHubClient, branch: str, *, config_name: str, hardware_key: str,
@@ -94,6 +146,9 @@ def read_branch_baseline(client: GitHubClient, branch: str, *, config_name: str,
                             f"repository contents ({exc.status} {exc.message}); grant `contents: read`") from None
     except GitHubError as exc:
         raise BaselineError(f"cannot read baselines from branch {branch!r}: {exc}") from None
+    except ValueError as exc:  # an answer that is not the JSON GitHub documents
+        raise BaselineError(f"cannot read baselines from branch {branch!r}: unexpected answer from the "
+                            f"contents API ({type(exc).__name__})") from None
     return select(runs, source=source, config_name=config_name, hardware_key=hardware_key,
                   searched=f"branch {branch!r}")
 

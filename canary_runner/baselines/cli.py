@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from ..github.client import GitHubClient
-from .model import METRICS_FILE, BaselineError, BaselineLookup, parse_run
+from .model import METRICS_FILE, BaselineError, BaselineLookup, parse_run, unfit_as_baseline
 from .spec import ArtifactSpec, BaselineSpecError, BranchSpec, PathSpec, parse_baseline_spec
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILED = 0, 2, 3
@@ -153,14 +153,28 @@ def _pull(args) -> int:
         print(f"canary baseline: {lookup.message}", file=sys.stderr)
         return EXIT_OK
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / METRICS_FILE).write_bytes(lookup.runs[0].raw)
-    for i, run in enumerate(lookup.runs[1:], 1):
-        (out / "history").mkdir(exist_ok=True)
-        (out / "history" / f"{i:03d}.json").write_bytes(run.raw)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"-o {out}: exists and is not a directory; pass a directory to write metrics.json into")
+    _write_pulled(out, [run.raw for run in lookup.runs])
     print(f"{lookup.message}\nwrote {out / METRICS_FILE}" +
           (f" and {len(lookup.runs) - 1} older run(s) in {out / 'history'}" if len(lookup.runs) > 1 else ""))
     return EXIT_OK
+
+
+def _write_pulled(out: Path, raws: list[bytes]) -> None:
+    """metrics.json and history/NNN.json under `out`. Each file is replaced by an atomic rename, so a
+    symlink already there is replaced, never written through; a symlinked history/ is refused."""
+    from ..results import write_atomic
+    from .local import refuse_symlinks
+
+    try:
+        write_atomic(out / METRICS_FILE, raws[0])
+        if len(raws) > 1:
+            refuse_symlinks(out, out / "history" / METRICS_FILE)
+        for i, raw in enumerate(raws[1:], 1):
+            write_atomic(out / "history" / f"{i:03d}.json", raw)
+    except OSError as exc:
+        raise BaselineError(f"cannot write the baseline under {out}: {exc.strerror or exc}") from None
 
 
 # --------------------------------------------------------------------------------------------- push
@@ -169,9 +183,9 @@ def _push(args) -> int:
     if args.keep_history < 1:
         raise UsageError("--keep-history must be at least 1")
     raw, metrics = _read_run(args.run)
-    if metrics.get("status", "completed") != "completed":
-        raise UsageError(f"{args.run}: the run's status is {metrics.get('status')!r}; only completed runs "
-                         "can become a baseline")
+    unfit = unfit_as_baseline(metrics)
+    if unfit:
+        raise UsageError(f"{args.run}: {unfit}; only completed runs with steps and no NaN/Inf can become a baseline")
     if isinstance(spec, ArtifactSpec):
         raise UsageError("artifact: baselines are written by uploading metrics.json with actions/upload-artifact "
                          f"under the name {spec.name!r} from a run on the default branch")

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..results import MAX_METRICS_BYTES
+
 HISTORY_DIR = "history"
 METRICS_FILE = "metrics.json"
 
@@ -62,6 +64,9 @@ class BaselineLookup:
 
 
 def parse_run(raw: bytes, origin: str) -> BaselineRun:
+    if len(raw) > MAX_METRICS_BYTES:
+        raise BaselineError(f"baseline {origin} is {len(raw) / 2**20:.1f} MiB; a metrics.json may be at most "
+                            f"{MAX_METRICS_BYTES >> 20} MiB")
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -69,6 +74,21 @@ def parse_run(raw: bytes, origin: str) -> BaselineRun:
     if not isinstance(data, dict):
         raise BaselineError(f"baseline {origin} is not a JSON object")
     return BaselineRun(raw=raw, metrics=data, origin=origin)
+
+
+def unfit_as_baseline(metrics: dict) -> str | None:
+    """Why a run must not become the baseline (None when it may): a crashed run, one without a
+    single step, or one with NaN/Inf would make every later comparison meaningless."""
+    status = metrics.get("status")
+    if status != "completed":
+        return f"the run {status}" if isinstance(status, str) else "the run has no status"
+    steps = (metrics.get("series") or {}).get("step") or []
+    if not steps:
+        return "the run completed without recording a single step"
+    nan_total = (((metrics.get("summary") or {}).get("nan_inf") or {}).get("total")) or 0
+    if nan_total:
+        return f"the run has {nan_total} NaN/Inf values"
+    return None
 
 
 def path_segment(value: str) -> str:

@@ -16,7 +16,8 @@ def metrics(config="dpo_embedded", hw="nvidia-h100-x1", step_time=0.1, sha="c0ff
                        "run": {"config_name": config, "git_sha": sha, "steps_completed": 30,
                                "started_at": "2025-01-01T00:00:00Z"},
                        "env": {"hardware_key": hw},
-                       "summary": {"step_time_s": {"median": step_time}}}).encode()
+                       "summary": {"step_time_s": {"median": step_time}},
+                       "series": {"step": list(range(1, 31))}}).encode()
 
 
 @pytest.fixture
