@@ -147,6 +147,7 @@ EXTERNAL = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    ("exec", "canary_runner.exec.cli", "run your own training script as a canary: canary exec -o DIR -- python train.py"),
     parser = argparse.ArgumentParser(prog="canary", description="RLHF training canaries: run, compare, report.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
