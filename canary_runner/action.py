@@ -51,6 +51,7 @@ INPUT_DEFAULTS: dict[str, str] = {
     "github-token": "",  # action.yml: ${{ github.token }}
     "comment": "true",
     "check-name": "",
+    "comment-author": "",  # who the sticky comment is written by; default: found from the token
     "fail-on": "fail",
     "output-dir": "",
 }
@@ -158,6 +159,7 @@ class Inputs:
     token: str | None = field(default=None, repr=False)
     comment: bool = True
     check_name: str = ""
+    comment_author: str = ""
     fail_on: str = "fail"
     output_dir: str = ""
 
@@ -214,7 +216,8 @@ def read_inputs(env) -> Inputs:
         raise InputError(*problems)
     return Inputs(config=config, tier=tier, baseline=baseline, mode=mode, metrics=metrics,
                   thresholds=_input(env, "thresholds"), token=token, comment=comment_text in _TRUE,
-                  check_name=_input(env, "check-name"), fail_on=fail_on, output_dir=_input(env, "output-dir"))
+                  check_name=_input(env, "check-name"), comment_author=_input(env, "comment-author"),
+                  fail_on=fail_on, output_dir=_input(env, "output-dir"))
 
 
 def resolve_config(config: str, tier: str) -> Path:
@@ -261,6 +264,9 @@ class Outcome:
     failed_checks: list[str] = field(default_factory=list)
     bad_input: bool = False
     error: str = ""  # the action's own failure, if any
+    # update-baseline: why the run was not stored. "refused" (the token, the spec or the workspace do
+    # not allow the write: a usage problem, exit 2) or "outage" (GitHub failed: exit 3); "" if stored.
+    store_failure: str = ""
 
 
 class Action:
@@ -406,6 +412,24 @@ class Action:
                              f"({default or 'unknown'}); this is {where}. Use mode: pr here.")
 
     # ---------------------------------------------------------------------------------- start
+    def _resolve_pull_request_head(self) -> None:
+        """`issue_comment`: GITHUB_SHA is the default branch's head, so the PR's head commit (where the
+        check goes) comes from the pulls API. Without it nothing may be posted on a commit."""
+        from .github.client import GitHubError, PermissionDenied
+        from .github.publish import get_pull_request
+
+        number = self.ctx.pr_number
+        try:
+            pr = get_pull_request(self.client, number)
+        except PermissionDenied as exc:
+            raise InputError(f"{self.ctx.event_name} on #{number}: the token may not read the pull request "
+                             f"({exc.status} {exc.message}); grant pull-requests: read") from None
+        except GitHubError as exc:
+            raise RuntimeError(f"{self.ctx.event_name} on #{number}: could not read the pull request's head "
+                               f"commit ({exc}); nothing was posted") from None
+        self.ctx = self.ctx.with_pull_request(pr)
+        log.info("%s on #%s: the PR's head is %s", self.ctx.event_name, number, self.ctx.sha[:12])
+
     def _pr_number(self) -> int | None:
         ctx = self.ctx
         if ctx.pr_number is not None:
@@ -429,21 +453,23 @@ class Action:
             if inp.mode == "run-only":
                 log.info("mode run-only: nothing is published; the report goes to the job summary")
             return
-        from .github.publish import Publisher
+        from .github.publish import Publisher, describe_causes
         from .report import marker
 
+        if self.ctx.head_sha_pending:
+            self._resolve_pull_request_head()
         self.pr_number = self._pr_number() if inp.mode == "pr" else None
         check_name = inp.check_name or f"rlhf-canary / {self.config_name}"
         self.publisher = Publisher(self.client, head_sha=self.ctx.sha, check_name=check_name,
                                    pr_number=self.pr_number, marker=marker(self.config_name),
-                                   details_url=self.ctx.run_url)
+                                   login=inp.comment_author or None, details_url=self.ctx.run_url)
         what = f"reporting on `{self.config_name}`" if self.metrics_input else \
             f"training `{self.config_name}` ({self.tier} tier)"
         result = self.publisher.start(f"The canary is {what}.")
         self.started = True
         if not (result.check and result.check.ok):
             how = "a pending commit status" if result.status and result.status.ok else "the job summary only"
-            self.wf.warning(f"GitHub refused the check run (fork PR or read-only token?): reporting via {how}")
+            self.wf.warning(f"no check run: {describe_causes(result.causes)}; reporting via {how}")
 
     # ---------------------------------------------------------------------------------- the run
     def obtain_run(self) -> dict:
@@ -480,6 +506,10 @@ class Action:
 
                 record, _ = run_canary(cfg, self.out_dir, config_path=rel_config, on_step=on_step)
             except SetupError as exc:
+                if _hub_unreachable(exc):  # not the config's fault: a network failure, exit 3
+                    raise RuntimeError(f"{rel_config}: the run could not start, a network failure: {exc}. "
+                                       "The config may be right: give the runner access to the Hub, or "
+                                       "pre-fill its cache and set HF_HUB_OFFLINE=1") from None
                 raise InputError(f"{rel_config}: {exc}") from None
         finally:
             self.wf.endgroup()
@@ -578,10 +608,12 @@ class Action:
             body = None
             if inp.mode == "pr" and inp.comment:
                 body = report.render_comment(comparison, report_path=rel_report, **links)
-            summary = check["summary"]
+            summary, title = check["summary"], check["title"]
             if stored:
                 summary = f"{summary}\n\n{stored}"
-            result = self.publisher.finish(self.conclusion(), check["title"], summary, text=check["text"],
+            if self.outcome.store_failure:
+                title = f"Baseline not stored ({title})"
+            result = self.publisher.finish(self.conclusion(), title, summary, text=check["text"],
                                            annotations=check["annotations"], comment_body=body)
             self.note_publish(result)
         log.info("verdict: %s", self.outcome.verdict)
@@ -640,10 +672,15 @@ class Action:
                 text = (f"Baseline ready: upload `{self.outcome.metrics_path}` with actions/upload-artifact as "
                         f"`{spec.name}` to make it the baseline.")
         except BaselineError as exc:
-            self.wf.error(f"baseline not updated: {exc}", title="rlhf-canary: baseline not updated")
-            self.wf.append_summary(f"\n> **Baseline not updated**: {_md_line(str(exc))}\n")
-            self.outcome.error = str(exc)
-            return "**Baseline not updated**: the write failed; see the job log."
+            # Not a crash: the run and its report are fine; the write was refused or GitHub failed.
+            kind = _store_failure_kind(exc)
+            self.outcome.store_failure = kind
+            self.outcome.verdict = "error"
+            what = ("GitHub failed while writing it (an outage: rerun the job)" if kind == "outage" else
+                    "the write was refused (fix the token's permissions or the baseline input)")
+            self.wf.error(f"baseline not stored: {what}: {exc}", title="rlhf-canary: baseline not stored")
+            self.wf.append_summary(f"\n> **Baseline not stored**: {_md_line(what)}: {_md_line(str(exc))}\n")
+            return f"**Baseline not stored**: {what}; see the job log."
         log.info("%s", text.replace("`", ""))
         self.wf.append_summary(f"\n> {text}\n")
         return text
@@ -665,14 +702,17 @@ class Action:
     def note_publish(self, result) -> None:
         where = ", ".join(f"{c.channel} {c.outcome}" for c in (result.comment, result.check, result.status) if c)
         log.info("published: %s", where or "nothing")
+        from .github.publish import describe_causes
+
+        why = describe_causes(result.causes)
         if result.summary_only:
-            self.wf.warning("GitHub refused the comment, check run and commit status (fork PR or read-only "
-                            "token?): the verdict is in the job summary only", title="rlhf-canary: not published")
-            self.wf.append_summary("\n> GitHub refused the PR comment, check run and commit status for this run "
-                                   "(a fork PR or a read-only token); this summary is the report.\n")
+            self.wf.warning(f"nothing was published on the PR or commit: {why}; the verdict is in the job "
+                            "summary only", title="rlhf-canary: not published")
+            self.wf.append_summary(f"\n> Nothing was published on the PR or commit: {why}. This summary is "
+                                   "the report.\n")
         elif result.fell_back:
-            self.wf.warning(f"rlhf-canary published via {', '.join(result.published)}; GitHub refused or failed "
-                            f"{', '.join(result.fell_back)} (see the log above)")
+            self.wf.warning(f"rlhf-canary published via {', '.join(result.published)}, not via "
+                            f"{', '.join(result.fell_back)}: {why}")
 
     # -------------------------------------------------------------------------- failure paths
     def bad_input(self, problems: list[str]) -> int:
@@ -709,7 +749,7 @@ class Action:
 
     def _finish_check_failure(self, title: str, summary: str) -> None:
         try:
-            result = self.publisher.finish("failure", title, summary)
+            result = self.publisher.finish(self.conclusion(), title, summary)
             self.note_publish(result)
         except Exception as exc:  # never let reporting a failure fail
             log.warning("could not complete the check run: %s", exc)
@@ -725,20 +765,23 @@ class Action:
         return (fail_on == "fail" and v == "fail") or (fail_on == "warn" and v in ("fail", "warn"))
 
     def conclusion(self) -> str:
-        if self.run_crashed:
+        """The check run's conclusion, from the exit code so the two always agree: failure when the
+        step fails, success only for a clean pass, neutral for everything reported but not blocking."""
+        if self.exit_code() != EXIT_OK:
             return "failure"
-        if self.blocking():
-            return "failure"
-        return "success" if self.outcome.verdict == "pass" else "neutral"
+        o = self.outcome
+        clean = not (o.error or o.store_failure or self.run_crashed)
+        return "success" if clean and o.verdict == "pass" else "neutral"
 
     def exit_code(self) -> int:
+        """0 pass, 1 regression (under fail-on), 2 bad input or usage (a refused baseline write
+        included), 3 the run crashed or the action could not finish (an outage while storing the
+        baseline included). `fail-on: never` turns 1 and 3 into 0, never 2."""
         o = self.outcome
-        if o.bad_input:
+        if o.bad_input or o.store_failure == "refused":
             return EXIT_BAD_INPUT
         never = self.inputs is not None and self.inputs.fail_on == "never"
-        if o.error:
-            return EXIT_OK if never else EXIT_CRASHED
-        if self.run_crashed:
+        if o.error or self.run_crashed or o.store_failure:
             return EXIT_OK if never else EXIT_CRASHED
         return EXIT_REGRESSION if self.blocking() else EXIT_OK
 
@@ -755,6 +798,31 @@ class Action:
 # =================================================================================== helpers
 def _md_line(text: str) -> str:
     return " ".join(str(text).split()).replace("`", "'")
+
+
+def _hub_unreachable(exc: BaseException) -> bool:
+    """A SetupError over a HubUnreachable (raised `from None`, so it is the `__context__`)."""
+    from .workload.sources import HubUnreachable
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, HubUnreachable):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _store_failure_kind(exc: BaseException) -> str:
+    """"outage" when GitHub failed or throttled under a baseline write, else "refused". Baseline errors
+    are raised `from None` over the API error, which stays their `__context__`."""
+    from .github.client import is_outage
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if is_outage(seen):
+            return "outage"
+        seen = seen.__cause__ or seen.__context__
+    return "refused"
 
 
 def _write_text(path: Path, text: str) -> None:

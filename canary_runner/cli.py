@@ -66,6 +66,10 @@ def cmd_run(args) -> int:
         try:
             record, code = run_canary(cfg, out, config_path=str(path), on_step=progress.step)
         except SetupError as e:
+            from .workload.sources import HubUnreachable
+
+            if isinstance(e.__context__, HubUnreachable):  # a network failure, not a bad config
+                return fail(f"{path}: the run could not start, a network failure: {e}", EXIT_CRASHED)
             return fail(f"{path}: {e}")
     progress.print_summary(record, out)
     return code

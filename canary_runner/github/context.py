@@ -1,8 +1,10 @@
 """The GitHub Actions run context: environment variables plus the event payload, as one dataclass.
 
 The payload matters because the environment alone points at the wrong commit: on `pull_request`
-`GITHUB_SHA` is the temporary merge commit, and on `workflow_run` it is the default branch's head.
-Checks and statuses must go on the PR's head commit to show up on the PR.
+`GITHUB_SHA` is the temporary merge commit, and on `workflow_run` and `issue_comment` it is the default
+branch's head. Checks and statuses must go on the PR's head commit to show up on the PR. An
+`issue_comment` payload names the PR but not its head: `head_sha_pending` says the caller must ask
+the pulls API (`with_pull_request`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 PR_EVENTS = frozenset({"pull_request", "pull_request_target"})
@@ -38,7 +40,17 @@ class ActionsContext:
     default_branch: str | None = None
     actor: str | None = None
     triggering_event: str | None = None  # for workflow_run: the event of the run that triggered it
+    head_sha_pending: bool = False  # `sha` is GITHUB_SHA, not the PR's head: look the PR up first
     event: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def with_pull_request(self, pr: Mapping[str, Any]) -> ActionsContext:
+        """This context pointed at `pr`'s head (a pulls API object): its commit, branches and fork-ness."""
+        head, base = pr.get("head") or {}, pr.get("base") or {}
+        head_repo = _full_name(head.get("repo"))
+        return replace(self, sha=str(head.get("sha") or self.sha), head_ref=head.get("ref") or self.head_ref,
+                       base_ref=base.get("ref") or self.base_ref, head_repository=head_repo,
+                       is_fork=head_repo is None or head_repo.lower() != self.repository.lower(),
+                       pr_number=int(pr.get("number") or self.pr_number or 0) or None, head_sha_pending=False)
 
     @property
     def owner(self) -> str:
@@ -97,6 +109,33 @@ def _full_name(repo: Any) -> str | None:
     return repo.get("full_name") if isinstance(repo, dict) else None
 
 
+def _is_repository(repo: Any, full_name: str, repo_id: Any) -> bool:
+    """Does `repo` (a pull-request-minimal's `base.repo`: id, url, name) name this repository?"""
+    if not isinstance(repo, dict):
+        return False
+    if repo_id is not None and repo.get("id") is not None:
+        return repo.get("id") == repo_id
+    url = str(repo.get("url") or "")
+    return url.lower().endswith(f"/repos/{full_name.lower()}")
+
+
+def _run_pull_request(wr: Mapping[str, Any], repository: str, repo_id: Any) -> Mapping[str, Any] | None:
+    """The `workflow_run.pull_requests` entry that is this run's PR, or None.
+
+    GitHub lists every open PR whose head sha or branch matches the run, including PRs of other
+    repositories that share a branch name and PRs whose head has moved on. Only an entry whose head is
+    the run's commit and whose base is this repository is the run's PR; without one, the caller looks
+    the PR up by head commit and branch."""
+    sha = wr.get("head_sha")
+    for pr in wr.get("pull_requests") or []:
+        if not isinstance(pr, dict):
+            continue
+        if (pr.get("head") or {}).get("sha") == sha and _is_repository((pr.get("base") or {}).get("repo"),
+                                                                       repository, repo_id):
+            return pr
+    return None
+
+
 def load_context(env: Mapping[str, str] | None = None, event: Mapping[str, Any] | None = None) -> ActionsContext:
     """Build the context from `env` (default: os.environ) and the payload (default: read from
     `GITHUB_EVENT_PATH`). Raises `ContextError` when required variables are missing."""
@@ -138,18 +177,20 @@ def load_context(env: Mapping[str, str] | None = None, event: Mapping[str, Any] 
         triggering = wr.get("event")
         head_repo = _full_name(wr.get("head_repository"))
         base_repo = _full_name(wr.get("repository")) or repository
-        # GitHub lists only same-repository PRs here; for fork PRs the list is empty and the
-        # caller must find the PR another way (e.g. publish.find_pull_request).
-        for pr in wr.get("pull_requests") or []:
-            if (pr.get("head") or {}).get("sha") == sha or len(wr["pull_requests"]) == 1:
-                pr_number = pr.get("number")
-                base_ref = (pr.get("base") or {}).get("ref") or base_ref
-                break
+        # For fork PRs the list is empty, and it may hold PRs that are not this run's: see
+        # _run_pull_request. Without a match the caller finds the PR (publish.find_pull_request).
+        repo_id = repo_obj.get("id") if repo_obj.get("id") is not None else (wr.get("repository") or {}).get("id")
+        pr = _run_pull_request(wr, repository, repo_id)
+        if pr is not None:
+            pr_number = pr.get("number")
+            base_ref = (pr.get("base") or {}).get("ref") or base_ref
     else:
         base_repo = repository
         if event_name == "issue_comment" and isinstance(payload.get("issue"), dict):
             if payload["issue"].get("pull_request"):
                 pr_number = payload["issue"].get("number")
+                # GITHUB_SHA is the default branch's head here; the PR's head comes from the API.
+                head_ref = head_repo = None
 
     if pr_number is not None:
         try:
@@ -177,5 +218,6 @@ def load_context(env: Mapping[str, str] | None = None, event: Mapping[str, Any] 
         default_branch=default_branch,
         actor=env.get("GITHUB_ACTOR") or None,
         triggering_event=triggering,
+        head_sha_pending=event_name == "issue_comment" and pr_number is not None,
         event=payload,
     )

@@ -22,6 +22,39 @@ class WorkloadError(Exception):
     """A model or dataset that cannot be loaded; the message says which and what to do."""
 
 
+class HubUnreachable(WorkloadError):
+    """The Hub (or the network to it) could not be reached: a network failure, not a bad config."""
+
+
+_NETWORK_WORDS = ("couldn't connect", "could not connect", "couldn't reach", "offline mode", "connection refused",
+                  "timed out", "name or service not known", "temporary failure in name resolution")
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Did loading fail because the Hub could not be reached (offline, DNS, refused, timeout)?
+    transformers and datasets wrap the network error in an OSError, ConnectionError or their own type,
+    so the whole chain is looked at, types first, then the libraries' stock wording."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            break
+        names = {t.__name__ for t in type(seen).__mro__}
+        if isinstance(seen, (ConnectionError, TimeoutError)) or names & {
+                "LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectError", "ConnectTimeout",
+                "TimeoutException", "NetworkError", "ProxyError"}:
+            return True
+        if any(w in str(seen).lower() for w in _NETWORK_WORDS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _load_error(message: str, exc: BaseException) -> WorkloadError:
+    if is_unreachable(exc):
+        return HubUnreachable(f"{message} (the Hub or the network could not be reached)")
+    return WorkloadError(message)
+
+
 def model_path(name: str, head: str = "causal") -> str:
     """A path or Hub name that `from_pretrained` accepts."""
     if embedded.is_embedded(name):
@@ -38,7 +71,7 @@ def load_tokenizer(name: str):
     try:
         tok = AutoTokenizer.from_pretrained(model_path(name))
     except OSError as e:
-        raise WorkloadError(f"cannot load tokenizer '{name}': {e}") from None
+        raise _load_error(f"cannot load tokenizer '{name}': {e}", e) from None
     if tok.pad_token is None:  # pythia and most base models ship without one
         tok.pad_token = tok.eos_token
     return tok
@@ -72,7 +105,7 @@ def load_dataset(name: str | None, training_type: str, split: str = "train", max
     except (WorkloadError, PluginError):
         raise
     except Exception as e:  # datasets raises many types for "not found" / offline
-        raise WorkloadError(f"cannot load dataset '{name}' (split '{split}'): {type(e).__name__}: {e}") from None
+        raise _load_error(f"cannot load dataset '{name}' (split '{split}'): {type(e).__name__}: {e}", e) from None
     if max_rows is not None and len(ds) > max_rows:
         ds = ds.select(range(max_rows))
     if fmt == "hh" or (fmt == "auto" and _looks_like_hh(ds)):

@@ -146,7 +146,7 @@ def test_a_config_that_does_not_validate_is_bad_input(run_action, fake):
     ("fail", "completed", "never", "neutral", 0),
     ("no-baseline", "completed", "warn", "neutral", 0),
     ("fail", "crashed", "fail", "failure", 3),
-    ("fail", "timeout", "never", "failure", 0),
+    ("fail", "timeout", "never", "neutral", 0),  # the check follows the step: not blocking under never
 ])
 def test_verdict_and_fail_on_decide_the_check_and_the_exit_code(verdict, run_status, fail_on, conclusion, code):
     act = action.Action({}, Workflow({}, io.StringIO()))

@@ -8,6 +8,8 @@ from canary_runner.github.context import ContextError, in_actions, load_context
 
 HEAD = "1111111111111111111111111111111111111111"
 MERGE = "2222222222222222222222222222222222222222"
+# A pull-request-minimal's base.repo: id, url and name (no full_name).
+BASE_REPO = {"id": 1, "url": "https://api.github.com/repos/octo-org/canary-app", "name": "canary-app"}
 
 
 def _env(tmp_path, event_name, payload, **extra):
@@ -52,8 +54,9 @@ def test_workflow_run_uses_its_head_sha_and_pull_requests(tmp_path):
     payload = {"workflow_run": {
         "id": 5, "event": "pull_request", "head_sha": HEAD, "head_branch": "feature",
         "head_repository": {"full_name": "octo-org/canary-app"}, "repository": {"full_name": "octo-org/canary-app"},
-        "pull_requests": [{"number": 7, "head": {"sha": "9" * 40}, "base": {"ref": "main"}},
-                          {"number": 42, "head": {"sha": HEAD, "ref": "feature"}, "base": {"ref": "release"}}]},
+        "pull_requests": [{"number": 7, "head": {"sha": "9" * 40}, "base": {"ref": "main", "repo": BASE_REPO}},
+                          {"number": 42, "head": {"sha": HEAD, "ref": "feature"},
+                           "base": {"ref": "release", "repo": BASE_REPO}}]},
         "repository": {"default_branch": "main"}}
     ctx = load_context(_env(tmp_path, "workflow_run", payload, GITHUB_SHA="c" * 40, GITHUB_REF="refs/heads/main"))
     assert ctx.sha == HEAD and ctx.pr_number == 42 and ctx.base_ref == "release"
