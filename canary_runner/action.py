@@ -199,7 +199,11 @@ def read_inputs(env) -> Inputs:
         from .baselines.spec import BaselineSpecError, parse_baseline_spec
 
         try:
-            parse_baseline_spec(baseline)
+            spec = parse_baseline_spec(baseline)
+            if spec.kind == "path":  # read and written only inside the workspace
+                from .baselines.local import confine
+
+                confine(spec.path, Path.cwd())
         except BaselineSpecError as exc:
             problems.append(f"baseline: {exc}; or none for no baseline")
     config, metrics = _input(env, "config"), _input(env, "metrics")
@@ -463,8 +467,8 @@ class Action:
         self.publisher = Publisher(self.client, head_sha=self.ctx.sha, check_name=check_name,
                                    pr_number=self.pr_number, marker=marker(self.config_name),
                                    login=inp.comment_author or None, details_url=self.ctx.run_url)
-        what = f"reporting on `{self.config_name}`" if self.metrics_input else \
-            f"training `{self.config_name}` ({self.tier} tier)"
+        what = f"reporting on {_md_line(self.config_name)}" if self.metrics_input else \
+            f"training {_md_line(self.config_name)} ({_md_line(self.tier)} tier)"
         result = self.publisher.start(f"The canary is {what}.")
         self.started = True
         if not (result.check and result.check.ok):
@@ -536,7 +540,8 @@ class Action:
         hardware = str((record.get("env") or {}).get("hardware_key") or "")
         try:
             lookup = load_baseline(self.spec, config_name=self.config_name, hardware_key=hardware,
-                                   client=self.client, default_branch=self.ctx.default_branch if self.ctx else None)
+                                   client=self.client, default_branch=self.ctx.default_branch if self.ctx else None,
+                                   workspace=Path.cwd())
         except BaselineError as exc:
             self.wf.warning(f"baseline {self.spec} could not be read, comparing without one: {exc}",
                             title="rlhf-canary: no baseline")
@@ -555,6 +560,14 @@ class Action:
             path = folder / f"baseline-{i}.json"
             path.write_bytes(run.raw)
             paths.append(path)
+        # A baseline that compare cannot use (newer schema, corrupt, never trained...) is left out
+        # with the reason: the baseline-free checks still run and the PR is not failed for it.
+        from .compare.loading import usable_baselines
+
+        paths, problems = usable_baselines(Path(self.outcome.metrics_path), paths)
+        for why in problems:
+            self.wf.warning(f"baseline {self.spec} is not usable, comparing without it: {why}",
+                            title="rlhf-canary: no usable baseline")
         return paths
 
     # ------------------------------------------------------------------------------- compare
@@ -641,12 +654,12 @@ class Action:
         """update-baseline: file the run as the new baseline. A crashed run or one with NaN/Inf is not
         stored (it would make every later comparison meaningless); that is said, loudly."""
         metrics_file = Path(self.outcome.metrics_path)
-        nan_total = (((record.get("summary") or {}).get("nan_inf") or {}).get("total")) or 0
-        if record.get("status") != "completed" or nan_total:
-            why = f"the run {record.get('status')}" if record.get("status") != "completed" else \
-                f"the run has {nan_total} NaN/Inf values"
+        from .baselines import unfit_as_baseline
+
+        why = unfit_as_baseline(record)
+        if why:
             self.wf.error(f"baseline not updated: {why}", title="rlhf-canary: baseline not updated")
-            self.wf.append_summary(f"\n> **Baseline not updated**: {why}.\n")
+            self.wf.append_summary(f"\n> **Baseline not updated**: {_md_line(why)}.\n")
             return f"**Baseline not updated**: {why}."
         from .baselines import ArtifactSpec, BaselineError, BranchSpec, PathSpec
 
@@ -661,16 +674,17 @@ class Action:
                 res = write_branch_baseline(self.client, spec.branch, raw, commit_sha=self.ctx.sha,
                                             default_branch=self._default_branch())
                 extra = f" ({res.conflicts} conflicting write(s) retried)" if res.conflicts else ""
-                text = f"Baseline updated: `{res.path}` on branch `{spec.branch}`{extra}."
+                text = f"Baseline updated: {_md_line(res.path)} on branch {_md_line(spec.branch)}{extra}."
             elif isinstance(spec, PathSpec):
                 from .baselines.local import write_path_baseline
 
-                dest = write_path_baseline(spec.path, raw, commit_sha=self.ctx.sha if self.ctx else None)
-                text = f"Baseline updated: `{workspace_relative(dest)}`."
+                dest = write_path_baseline(spec.path, raw, commit_sha=self.ctx.sha if self.ctx else None,
+                                           workspace=Path.cwd())
+                text = f"Baseline updated: {_md_line(workspace_relative(dest))}."
             else:
                 assert isinstance(spec, ArtifactSpec)
-                text = (f"Baseline ready: upload `{self.outcome.metrics_path}` with actions/upload-artifact as "
-                        f"`{spec.name}` to make it the baseline.")
+                text = (f"Baseline ready: upload {_md_line(self.outcome.metrics_path)} with actions/upload-artifact "
+                        f"as {_md_line(spec.name)} to make it the baseline.")
         except BaselineError as exc:
             # Not a crash: the run and its report are fine; the write was refused or GitHub failed.
             kind = _store_failure_kind(exc)
@@ -681,7 +695,7 @@ class Action:
             self.wf.error(f"baseline not stored: {what}: {exc}", title="rlhf-canary: baseline not stored")
             self.wf.append_summary(f"\n> **Baseline not stored**: {_md_line(what)}: {_md_line(str(exc))}\n")
             return f"**Baseline not stored**: {what}; see the job log."
-        log.info("%s", text.replace("`", ""))
+        log.info("%s", _md_plain(text))
         self.wf.append_summary(f"\n> {text}\n")
         return text
 
@@ -690,9 +704,9 @@ class Action:
         r = record.get("run") or {}
         median = ((record.get("summary") or {}).get("step_time_s") or {}).get("median")
         timing = f"{median * 1000:.1f} ms/step (median)" if isinstance(median, (int, float)) else "no timing"
-        text = (f"## rlhf-canary: `{_md_line(self.config_name)}` ran ({record.get('status')})\n\n"
-                f"{r.get('steps_completed')} of {r.get('steps_planned')} steps, {timing}. "
-                f"Mode run-only: not compared and nothing published; `{self.outcome.metrics_path}` is the "
+        text = (f"## rlhf-canary: {_md_line(self.config_name)} ran ({_md_line(record.get('status'))})\n\n"
+                f"{_md_line(r.get('steps_completed'))} of {_md_line(r.get('steps_planned'))} steps, {timing}. "
+                f"Mode run-only: not compared and nothing published; {_md_line(self.outcome.metrics_path)} is the "
                 f"result for a later step or workflow to compare.\n")
         report_path = self.out_dir / "report.md"
         _write_text(report_path, text)
@@ -734,8 +748,9 @@ class Action:
         self.outcome.verdict = "error"
         log.error("%s", tb)
         self.wf.error(f"rlhf-canary failed: {message}", title="rlhf-canary: action error")
-        text = (f"## rlhf-canary: the action failed\n\n`{_md_line(message)}`\n\n"
-                + (f"The run's metrics are in `{self.outcome.metrics_path}`.\n" if self.outcome.metrics_path else ""))
+        text = (f"## rlhf-canary: the action failed\n\n{_md_line(message)}\n\n"
+                + (f"The run's metrics are in {_md_line(self.outcome.metrics_path)}.\n" if self.outcome.metrics_path
+                   else ""))
         try:
             report_path = self.out_dir / "report.md"
             if not self.outcome.report_path:
@@ -745,7 +760,9 @@ class Action:
             pass
         self.wf.append_summary(text)
         if self.publisher is not None and self.started:
-            self._finish_check_failure("The canary action failed", f"```\n{message[:60000]}\n```")
+            from .report import code_block
+
+            self._finish_check_failure("The canary action failed", code_block(message[:60000], "text"))
 
     def _finish_check_failure(self, title: str, summary: str) -> None:
         try:
@@ -796,8 +813,20 @@ class Action:
 
 
 # =================================================================================== helpers
-def _md_line(text: str) -> str:
-    return " ".join(str(text).split()).replace("`", "'")
+def _md_line(text: Any, max_chars: int = 4000) -> str:
+    """Untrusted text as one line of inert markdown (no HTML, links, images, code, @mentions): for the
+    job summary and the check run, which GitHub renders."""
+    from .report import escape_md
+
+    return str(escape_md("" if text is None else text, max_chars))
+
+
+def _md_plain(markdown: str) -> str:
+    """`_md_line`'s text back as plain text, for the log."""
+    import html
+    import re
+
+    return re.sub(r"\\(.)", r"\1", html.unescape(markdown)).replace("\u200b", "")
 
 
 def _hub_unreachable(exc: BaseException) -> bool:
@@ -826,10 +855,9 @@ def _store_failure_kind(exc: BaseException) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from .results import write_atomic
+
+    write_atomic(path, text)  # 0644: the next step (upload-artifact) runs as another user
 
 
 def _child_env() -> dict[str, str]:

@@ -79,6 +79,7 @@ class Md(str):
 
 _INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 _BREAKS = re.compile(r"[\s\u0085\u2028\u2029]+")
+_ZWSP_CHAR = "\u200b"
 _ZWSP = "&#8203;"  # zero-width space: breaks @mentions, #refs and e-mail autolinks, shows nothing
 _ALWAYS = {"\\": "\\\\", "`": "\\`", "*": "\\*", "[": "\\[", "]": "\\]", "|": "\\|", "~": "\\~",
            "$": "\\$", "&": "&amp;", "<": "&lt;", ">": "&gt;", "\"": "&quot;"}
@@ -146,12 +147,18 @@ def escape_html(value: Any, max_chars: int | None = None) -> Md:
     return Md(text.replace("@", "@" + _ZWSP).replace("#", "#" + _ZWSP))
 
 
+def _break_comments(text: str) -> str:
+    """`<!--` and `-->` with an invisible break inside: text shown verbatim (a traceback) cannot carry
+    an HTML comment, so no sticky-comment marker (`<!-- rlhf-canary:config=... -->`) but the report's own."""
+    return text.replace("<!--", "<!-" + _ZWSP_CHAR + "-").replace("-->", "-" + _ZWSP_CHAR + "->")
+
+
 def code_block(text: Any, lang: str = "", max_lines: int | None = None) -> Md:
     """A fenced code block whose fence no line of `text` can close; text is shown verbatim."""
     lines = _INVISIBLE.sub("", str(text)).replace("\r\n", "\n").replace("\r", "\n").split("\n")
     if max_lines is not None and len(lines) > max_lines:
         lines = [f"... ({len(lines) - max_lines} earlier lines left out)"] + lines[-max_lines:]
-    body = "\n".join(lines).rstrip("\n")
+    body = _break_comments("\n".join(lines).rstrip("\n"))
     longest = max((len(m) for m in re.findall(r"`+|~+", body)), default=0)
     fence = "`" * max(3, longest + 1)
     lang = re.sub(r"[^A-Za-z0-9_+-]", "", lang)
@@ -554,6 +561,8 @@ def _side_view(side: Mapping | None) -> dict | None:
         return None
     view = dict(side)
     view.setdefault("error", None)
+    if isinstance(view["error"], Mapping):  # the schema leaves every field of the error optional
+        view["error"] = {"type": None, "message": None, "traceback": None, "step": None, **view["error"]}
     view.setdefault("git_sha", None)
     view.setdefault("steps_completed", None)
     view.setdefault("config_hash", None)
@@ -614,7 +623,7 @@ def build_view(comparison: Mapping, *, run_url: str | None = None, artifact_url:
         "ci_label": ci_label(regression),
         "health": health,
         "skipped": [ch for ch in checks if ch.get("status") == "skip"],
-        "diagnosis": sorted(c.get("diagnosis") or [], key=lambda d: d.get("rank", 0)),
+        "diagnosis": sorted(({"checks": [], **d} for d in c.get("diagnosis") or []), key=lambda d: d.get("rank", 0)),
         "env": env,
         "env_changes": list(env.get("changes") or []),
         "charts": charts,
