@@ -553,12 +553,13 @@ class Action:
         if not lookup.found:
             self.wf.notice(lookup.message, title="rlhf-canary: no baseline yet")
             return []
+        from .results import write_atomic
+
         folder = self.out_dir / "baseline"
-        folder.mkdir(parents=True, exist_ok=True)
         paths = []
         for i, run in enumerate(lookup.runs):
             path = folder / f"baseline-{i}.json"
-            path.write_bytes(run.raw)
+            write_atomic(path, run.raw)
             paths.append(path)
         # A baseline that compare cannot use (newer schema, corrupt, never trained...) is left out
         # with the reason: the baseline-free checks still run and the PR is not failed for it.

@@ -84,10 +84,9 @@ def main(args) -> int:
         sys.stdout.flush()
         return EXIT_OK
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(f".{output.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, output)
+        from .results import write_atomic
+
+        write_atomic(output, text)  # 0644 whatever the umask: the next step may run as another user
     except OSError as e:
         return _error(f"{output}: cannot write the report ({e.strerror or e}).")
     print(f"{args.format} report: {output}" + (f" ({len(plots)} plots in {plots_dir})" if plots else ""),

@@ -177,6 +177,13 @@ def consistency_error(record: dict) -> str | None:
     return None
 
 
+def size_text(n: int) -> str:
+    """A byte count for a message: '64 MiB', '1.5 MiB', '900 bytes'."""
+    if n < 1 << 20:
+        return f"{n} bytes"
+    return f"{n / 2**20:.1f}".removesuffix(".0") + " MiB"
+
+
 class _Bare:
     """A bare NaN/Infinity/-Infinity token: Python's json accepts them, JSON does not."""
 
@@ -202,8 +209,8 @@ def parse_metrics(raw: bytes | str, origin: str) -> dict:
     trust: over the size limits, not JSON, bare NaN/Infinity, another schema_version, a schema
     violation, or series that do not fit together."""
     if len(raw) > MAX_METRICS_BYTES:
-        raise MetricsFileError(f"{origin}: {len(raw) / 2**20:.1f} MiB; a metrics.json may be at most "
-                               f"{MAX_METRICS_BYTES >> 20} MiB (see the limits in README.md)")
+        raise MetricsFileError(f"{origin}: {size_text(len(raw))}; a metrics.json may be at most "
+                               f"{size_text(MAX_METRICS_BYTES)} (see the limits in README.md)")
     found_bare = []
 
     def bare(name: str) -> _Bare:
@@ -247,8 +254,8 @@ def load_metrics(path: str | os.PathLike) -> dict:
     try:
         size = path.stat().st_size
         if size > MAX_METRICS_BYTES:  # said before reading a byte of it
-            raise MetricsFileError(f"{path}: {size / 2**20:.1f} MiB; a metrics.json may be at most "
-                                   f"{MAX_METRICS_BYTES >> 20} MiB (see the limits in README.md)")
+            raise MetricsFileError(f"{path}: {size_text(size)}; a metrics.json may be at most "
+                                   f"{size_text(MAX_METRICS_BYTES)} (see the limits in README.md)")
         raw = path.read_bytes()
     except OSError as e:
         raise MetricsFileError(f"{path}: cannot read it ({e.strerror or e}).") from None

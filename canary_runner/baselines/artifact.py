@@ -15,7 +15,7 @@ import zlib
 from pathlib import PurePosixPath
 
 from ..github.client import GitHubClient, GitHubError, NotFound, PermissionDenied
-from ..results import MAX_METRICS_BYTES
+from ..results import MAX_METRICS_BYTES, size_text
 from .model import METRICS_FILE, BaselineError, BaselineLookup, BaselineRun, not_found, parse_run, select
 
 log = logging.getLogger("canary_runner.baselines")
@@ -106,8 +106,8 @@ def read_zip_metrics(data: bytes, origin: str) -> list[BaselineRun]:
             raise BaselineError(f"{origin} has {len(infos)} members; refusing more than {MAX_MEMBERS}")
         declared = sum(i.file_size for i in infos)
         if declared > MAX_DECLARED_BYTES:
-            raise BaselineError(f"{origin} declares {declared >> 20} MiB uncompressed; refusing more than "
-                                f"{MAX_DECLARED_BYTES >> 20} MiB")
+            raise BaselineError(f"{origin} declares {size_text(declared)} uncompressed; refusing more than "
+                                f"{size_text(MAX_DECLARED_BYTES)}")
         budget = MAX_READ_BYTES
         for info in infos:
             if info.is_dir() or PurePosixPath(info.filename).name != METRICS_FILE:
@@ -118,9 +118,9 @@ def read_zip_metrics(data: bytes, origin: str) -> list[BaselineRun]:
             # The header's size can lie (zip bombs): never read more than the limit, whatever it says.
             limit = min(MAX_MEMBER_BYTES, budget)
             if info.file_size > limit:
-                raise BaselineError(f"{_name(info)} in {origin} is larger than {limit} bytes"
+                raise BaselineError(f"{_name(info)} in {origin} is larger than {size_text(limit)}"
                                     + ("" if limit == MAX_MEMBER_BYTES else
-                                       f" (the metrics.json members may hold {MAX_READ_BYTES} bytes in all)"))
+                                       f" (the metrics.json members may hold {size_text(MAX_READ_BYTES)} in all)"))
             raw = _read_member(zf, info, limit, origin)
             budget -= len(raw)
             runs.append(parse_run(raw, f"{origin}/{info.filename[:200]}"))
@@ -139,7 +139,7 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, origin:
         raise BaselineError(f"{_name(info)} in {origin} is corrupt or unreadable ({type(exc).__name__}: "
                             f"{str(exc)[:200]}); the artifact is not used") from None
     if len(raw) > limit:
-        raise BaselineError(f"{_name(info)} in {origin} is larger than {limit} bytes")
+        raise BaselineError(f"{_name(info)} in {origin} is larger than {size_text(limit)}")
     return raw
 
 

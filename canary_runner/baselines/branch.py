@@ -22,7 +22,7 @@ from urllib.parse import quote
 import requests
 
 from ..github.client import Conflict, GitHubClient, GitHubError, NotFound, PermissionDenied
-from ..results import MAX_METRICS_BYTES
+from ..results import MAX_METRICS_BYTES, size_text
 from .model import (
     HISTORY_DIR,
     METRICS_FILE,
@@ -77,7 +77,7 @@ def _read_raw(client: GitHubClient, path: str, branch: str) -> bytes:
         for chunk in resp.iter_content(chunk_size=1 << 16):
             total += len(chunk)
             if total > MAX_METRICS_BYTES:
-                raise BaselineError(f"{path} on the baseline branch is larger than {MAX_METRICS_BYTES >> 20} MiB, "
+                raise BaselineError(f"{path} on the baseline branch is larger than {size_text(MAX_METRICS_BYTES)}, "
                                     "the most a metrics.json may be")
             chunks.append(chunk)
     except requests.RequestException as exc:

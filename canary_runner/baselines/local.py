@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from ..results import MAX_METRICS_BYTES, write_atomic
+from ..results import MAX_METRICS_BYTES, size_text, write_atomic
 from .model import HISTORY_DIR, METRICS_FILE, BaselineError, BaselineLookup, BaselineRun, not_found, parse_run, path_segment, select
 from .spec import BaselineSpecError
 
@@ -41,7 +41,7 @@ def _read(path: Path, workspace: Path | None) -> BaselineRun:
         if workspace is not None and not _inside(path.resolve(), Path(workspace).resolve()):
             raise BaselineError(f"baseline {path} is a symlink that leads outside the workspace; not read")
         if path.stat().st_size > MAX_METRICS_BYTES:
-            raise BaselineError(f"baseline {path} is larger than {MAX_METRICS_BYTES >> 20} MiB, the most a "
+            raise BaselineError(f"baseline {path} is larger than {size_text(MAX_METRICS_BYTES)}, the most a "
                                 "metrics.json may be")
         return parse_run(path.read_bytes(), str(path))
     except OSError as exc:

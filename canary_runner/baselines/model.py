@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..results import MAX_METRICS_BYTES
+from ..results import MAX_METRICS_BYTES, size_text
 
 HISTORY_DIR = "history"
 METRICS_FILE = "metrics.json"
@@ -65,8 +65,8 @@ class BaselineLookup:
 
 def parse_run(raw: bytes, origin: str) -> BaselineRun:
     if len(raw) > MAX_METRICS_BYTES:
-        raise BaselineError(f"baseline {origin} is {len(raw) / 2**20:.1f} MiB; a metrics.json may be at most "
-                            f"{MAX_METRICS_BYTES >> 20} MiB")
+        raise BaselineError(f"baseline {origin} is {size_text(len(raw))}; a metrics.json may be at most "
+                            f"{size_text(MAX_METRICS_BYTES)}")
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:

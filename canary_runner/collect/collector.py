@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -54,6 +55,7 @@ class StepCollector(TrainerCallback):
         self.steps_path = Path(steps_path)
         self.steps_path.parent.mkdir(parents=True, exist_ok=True)
         self._stream = open(self.steps_path, "w", buffering=1)
+        os.chmod(self.steps_path, 0o644)  # whatever the umask: the next step may run as another user
         self.warmup_steps = warmup_steps
         self.deadline = deadline_from + timeout_s
         self.device = device  # a torch.device when running on CUDA

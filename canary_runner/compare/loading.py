@@ -137,6 +137,11 @@ def load_side(paths: list[str | Path], role: str) -> list[Run]:
                 raise CompareInputError(f"{role} run: {e}") from None
     if not runs:
         raise CompareInputError(f"no {role} run given")
+    if role == "baseline":
+        for r in runs:
+            if r.status == "completed" and not r.steps:
+                raise CompareInputError(f"baseline run {r.path}: completed without recording a single step, so it "
+                                        "is not a valid baseline; regenerate the baseline from a run that trained")
     ids = [r.id for r in runs]
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
@@ -163,3 +168,30 @@ def check_compatible(current: list[Run], baseline: list[Run]) -> None:
 
 def worst_status(runs: list[Run]) -> str:
     return max((r.status for r in runs), key=STATUS_ORDER.index)
+
+def usable_baselines(current: Path, baselines: list[Path]) -> tuple[list[Path], list[str]]:
+    """The baseline files compare can use with the `current` run, and why each other one cannot.
+
+    A baseline comes from somewhere else (a branch, an artifact, a cache) and may be of a newer
+    schema, corrupt, of another training type or of a run that never trained: that means comparing
+    without it (and saying why), never failing the run under test. Runs of the baseline side must be
+    repeats of one config, so a run that is not a repeat of the first usable one is left out too."""
+    try:
+        cur = load_side([current], "current")
+    except CompareInputError:
+        return list(baselines), []  # the current run's own problem: compare reports it
+    kept: list[Run] = []
+    problems: list[str] = []
+    for path in baselines:
+        try:
+            run = load_side([path], "baseline")[0]
+            check_compatible(cur, [run])
+        except CompareInputError as e:
+            problems.append(str(e))
+            continue
+        if kept and (run.training_hash != kept[0].training_hash or run.id in {k.id for k in kept}):
+            problems.append(f"baseline run {path}: not a repeat of the baseline {kept[0].path} (another config "
+                            "or the same run again)")
+            continue
+        kept.append(run)
+    return [r.path for r in kept], problems

@@ -19,8 +19,17 @@ def _validator(name: str):
     return jsonschema.Draft202012Validator(load(name))
 
 
+MAX_MESSAGE = 300  # a message quotes the offending value: a hostile document's can be megabytes
+
+
 def _where(error) -> str:
-    return "/".join(str(p) for p in error.absolute_path) or "(top level)"
+    where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+    return where if len(where) <= MAX_MESSAGE else where[:MAX_MESSAGE] + "..."
+
+
+def _message(error) -> str:
+    text = error.message
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "..."
 
 
 def first_error(name: str, document) -> str | None:
@@ -28,9 +37,9 @@ def first_error(name: str, document) -> str | None:
     import jsonschema
 
     error = jsonschema.exceptions.best_match(_validator(name).iter_errors(document))
-    return None if error is None else f"{_where(error)}: {error.message}"
+    return None if error is None else f"{_where(error)}: {_message(error)}"
 
 
 def all_errors(name: str, document) -> list[str]:
     """Every violation as 'path: message' (empty when valid)."""
-    return [f"{_where(e)}: {e.message}" for e in _validator(name).iter_errors(document)]
+    return [f"{_where(e)}: {_message(e)}" for e in _validator(name).iter_errors(document)]

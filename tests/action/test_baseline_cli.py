@@ -117,3 +117,41 @@ def test_bad_specs_and_missing_keys_are_usage_errors(tmp_path, capsys, monkeypat
     assert "--config" in capsys.readouterr().err
     assert main(["baseline", "pull", f"branch:{BRANCH}", "--config", "x", "--hardware", "h", "-o", str(tmp_path),
                  "--repo", ""]) == 2
+
+
+def test_pull_never_writes_through_a_symlink(tmp_path, capsys):
+    store = tmp_path / "store"
+    run = tmp_path / "metrics.json"
+    for i in range(2):
+        run.write_bytes(metrics(step_time=0.1 * (i + 1), sha=f"{i}" * 40))
+        assert main(["baseline", "push", f"path:{store}", str(run)]) == 0
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    dest = tmp_path / "pulled"
+    dest.mkdir()
+    (dest / "metrics.json").symlink_to(victim)  # planted where the pull writes
+    key = ["--config", "dpo_embedded", "--hardware", "nvidia-h100-x1"]
+    assert main(["baseline", "pull", f"path:{store}", *key, "-o", str(dest)]) == 0
+    assert victim.read_text() == "keep"
+    assert not (dest / "metrics.json").is_symlink() and (dest / "metrics.json").read_bytes() == run.read_bytes()
+    # A history/ that is a symlink is refused, not written into.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (dest / "history").symlink_to(elsewhere)
+    capsys.readouterr()
+    assert main(["baseline", "pull", f"path:{store}", *key, "-o", str(dest), "--history", "5"]) == 3
+    assert "through the symlink" in capsys.readouterr().err
+    assert list(elsewhere.iterdir()) == []
+    # -o naming a file is a usage error, not a traceback.
+    assert main(["baseline", "pull", f"path:{store}", *key, "-o", str(victim)]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
+def test_push_refuses_a_run_without_steps(tmp_path, capsys):
+    run = tmp_path / "metrics.json"
+    record = json.loads(metrics())
+    record["series"]["step"] = []
+    run.write_text(json.dumps(record))
+    assert main(["baseline", "push", f"path:{tmp_path / 'store'}", str(run)]) == 2
+    assert "without recording a single step" in capsys.readouterr().err
+    assert not (tmp_path / "store").exists()

@@ -89,7 +89,7 @@ def no_check_or_status_on_the_merge_commit(fake) -> None:
 @pytest.fixture
 def twin(seed_run, tmp_path) -> Path:
     """A second run of dpo_embedded with the seed's numbers: a baseline that the seed run passes against."""
-    return copy_run(seed_run, tmp_path / "twin")
+    return copy_run(seed_run, tmp_path / "workspace" / "twin")  # path: baselines lie in the workspace
 
 
 @pytest.fixture
@@ -170,8 +170,9 @@ train:
   max_grad_norm: null
 dpo: {{beta: 0.1}}
 """)
+    base = copy_run(seed_run, ws / "base")  # path: baselines lie in the workspace
     result = run_action(event_name="pull_request", event=pr_event(fake.repo),
-                        inputs={"config": "canaries/dpo_nan.yaml", "baseline": f"path:{seed_run.parent}"})
+                        inputs={"config": "canaries/dpo_nan.yaml", "baseline": f"path:{base.parent}"})
     assert result.returncode == 1, result.log
     assert result.outputs["verdict"] == "fail"
     failed = result.outputs["failed-checks"].split(",")
@@ -211,8 +212,9 @@ training_type: dpo
 dpo: {{}}
 train: {{max_steps: 100000, warmup_steps: 1, timeout_s: 1}}
 """)
+    base = copy_run(seed_run, run_action.workspace / "base")  # path: baselines lie in the workspace
     result = run_action(event_name="pull_request", event=pr_event(fake.repo),
-                        inputs={"config": "slow.yaml", "baseline": f"path:{seed_run.parent}"})
+                        inputs={"config": "slow.yaml", "baseline": f"path:{base.parent}"})
     assert result.returncode == 3, result.log
     assert result.outputs["verdict"] == "fail"
     assert any("timeout" in e for e in result.commands("error"))
@@ -226,7 +228,7 @@ train: {{max_steps: 100000, warmup_steps: 1, timeout_s: 1}}
 # ------------------------------------------------------------------- finished runs (metrics input)
 def test_pr_much_slower_than_baseline_fails_but_fail_on_never_keeps_the_step_green(run_action, fake, seed_run):
     current = copy_run(seed_run, run_action.root / "current", steady=True)
-    fast = copy_run(seed_run, run_action.root / "fast", time_factor=0.2, steady=True)  # main was 5x faster
+    fast = copy_run(seed_run, run_action.workspace / "fast", time_factor=0.2, steady=True)  # main was 5x faster
     result = run_action(event_name="pull_request", event=pr_event(fake.repo),
                         inputs={"metrics": str(current), "baseline": f"path:{fast.parent}", "fail-on": "never"})
     assert result.returncode == 0, result.log

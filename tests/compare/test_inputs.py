@@ -208,3 +208,83 @@ print(doc['verdict'])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() in ("pass", "warn")
+
+
+# -- a record whose parts do not fit together, and the limits on what one may hold ------------------
+def _write_raw(tmp_path, name: str, record: dict | str) -> str:
+    """A metrics.json written as given (not through write_record, which insists on a valid record)."""
+    d = tmp_path / name
+    d.mkdir()
+    (d / "metrics.json").write_text(record if isinstance(record, str) else json.dumps(record))
+    return str(d)
+
+
+def _broken(change) -> dict:
+    from canary_runner.results import encode
+
+    rec = encode(make_record(steps=12, warmup=3))
+    change(rec)
+    return rec
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda r: r["series"]["loss"].pop(), "series/loss: 11 values but series/step has 12"),
+    (lambda r: r["series"]["step"].__setitem__(5, 5), "series/step/5: step 5 follows step 5; steps must increase"),
+    (lambda r: r["series"]["step_time_s"].__setitem__(4, -0.01), "series/step_time_s/4: -0.01 is not a time"),
+    (lambda r: r["series"]["step_time_s"].__setitem__(4, 0), "series/step_time_s/4: 0 is not a time"),
+    (lambda r: r["series"]["step_time_s"].__setitem__(7, "Infinity"), "series/step_time_s/7: 'Infinity' is not a time"),
+    (lambda r: r["series"]["warmup"].__setitem__(8, True), "series/warmup/8: true at step 9, but run.warmup_steps is 3"),
+    (lambda r: r["series"]["loss"].__setitem__(2, "fast"), "series/loss/2: 'fast' is not a number"),
+])
+def test_inconsistent_series_are_exit_2_with_the_field_named(compare, tmp_path, record_dir, change, words):
+    r = compare(_write_raw(tmp_path, "bad", _broken(change)), record_dir("base"))
+    assert r.code == 2, r.err
+    assert words in r.err and "Traceback" not in r.err
+
+
+@pytest.mark.parametrize("field, text", [
+    ("run/duration_s", '"duration_s": NaN'),
+    ("series/loss/3", None),
+])
+def test_bare_nan_is_rejected_with_the_field_named(compare, tmp_path, record_dir, field, text):
+    rec = _broken(lambda r: None)
+    raw = json.dumps(rec)
+    if text:
+        raw = raw.replace('"duration_s": 10.0', text)
+    else:
+        rec["series"]["loss"][3] = float("nan")
+        raw = json.dumps(rec)  # Python writes a bare NaN: JSON has none
+    assert "NaN" in raw
+    r = compare(_write_raw(tmp_path, "bare", raw), record_dir("base"))
+    assert r.code == 2
+    assert f"{field}: bare NaN is not JSON" in r.err
+
+
+def test_a_completed_baseline_without_steps_is_not_a_baseline(compare, record_dir):
+    empty = make_record(run_id="empty")
+    empty["series"] = {k: [] for k in empty["series"]}
+    empty["run"]["steps_completed"] = 0
+    r = compare(record_dir("cur"), record_dir("empty", empty))
+    assert r.code == 2
+    assert "completed without recording a single step" in r.err and "not a valid baseline" in r.err
+    # As the current run it is compared (and judged) like any other record.
+    assert compare(record_dir("empty2", dict(empty, run=dict(empty["run"], id="e2"))), "--no-baseline").code in (0, 1)
+
+
+def test_records_past_the_limits_are_exit_2(compare, tmp_path, record_dir, monkeypatch):
+    from canary_runner import results
+
+    big = record_dir("big", steps=40)
+    monkeypatch.setattr(results, "MAX_STEPS", 30)
+    r = compare(big, record_dir("base"))
+    assert r.code == 2 and "series/step: 40 steps; a metrics.json may hold at most 30" in r.err
+    monkeypatch.setattr(results, "MAX_METRICS_BYTES", 1 << 10)
+    r = compare(record_dir("cur"), record_dir("base2"))
+    assert r.code == 2 and "; a metrics.json may be at most 1024 bytes (see the limits in README.md)" in r.err
+
+
+def test_a_schema_error_quoting_a_huge_value_stays_short(compare, tmp_path, record_dir):
+    rec = _broken(lambda r: r["run"].__setitem__("tier", "x" * 100_000))
+    r = compare(_write_raw(tmp_path, "huge", rec), record_dir("base"))
+    assert r.code == 2 and "run/tier" in r.err
+    assert len(r.err) < 2000

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 
 import pytest
@@ -235,3 +236,109 @@ def test_zip_reading_skips_path_traversal_and_rejects_non_zips():
     assert [r.origin for r in runs] == ["artifact:x/ok/metrics.json"]
     with pytest.raises(BaselineError, match="not a valid zip"):
         read_zip_metrics(b"PK not really", "artifact:x")
+
+
+# ------------------------------------------------------------------------- bounded, corrupt, hostile
+def test_zip_limits_are_on_the_whole_archive_not_only_a_member(monkeypatch):
+    from canary_runner.baselines import artifact
+
+    many = zip_of({f"d{i}/x.txt": b"" for i in range(artifact.MAX_MEMBERS + 1)})
+    with pytest.raises(BaselineError, match=f"refusing more than {artifact.MAX_MEMBERS}"):
+        read_zip_metrics(many, "artifact:x")
+    # Two metrics.json members, each under the per-member limit, over the total read budget.
+    monkeypatch.setattr(artifact, "MAX_READ_BYTES", 2 * len(metrics()) - 1)
+    with pytest.raises(BaselineError, match="in all"):
+        read_zip_metrics(zip_of({"a/metrics.json": metrics(), "b/metrics.json": metrics()}), "artifact:x")
+    # What every member declares, metrics.json or not, is bounded too (a zip bomb is refused unread).
+    monkeypatch.setattr(artifact, "MAX_DECLARED_BYTES", 1 << 20)
+    bomb = zip_of({"metrics.json": metrics(), "big.bin": b"\0" * (2 << 20)})
+    with pytest.raises(BaselineError, match="uncompressed; refusing more than 1 MiB"):
+        read_zip_metrics(bomb, "artifact:x")
+
+
+def test_a_corrupt_metrics_member_makes_the_artifact_unusable():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("metrics.json", metrics())
+        zf.writestr("b/metrics.json", metrics(hw="l4"))
+    data = bytearray(buf.getvalue())
+    info = zipfile.ZipFile(io.BytesIO(bytes(data))).getinfo("b/metrics.json")
+    data[info.header_offset + 30 + len(info.filename) + 5] ^= 0x01  # one bit: the CRC-32 no longer matches
+    with pytest.raises(BaselineError, match=r"'b/metrics.json' in artifact:x is corrupt or unreadable .*Bad CRC"):
+        read_zip_metrics(bytes(data), "artifact:x")
+    truncated = zip_of({"metrics.json": metrics()})[:-30]
+    with pytest.raises(BaselineError, match="not a valid zip"):
+        read_zip_metrics(truncated, "artifact:x")
+
+
+def test_branch_reads_are_bounded(fake, client, monkeypatch):
+    from canary_runner.baselines import branch
+
+    fake.put_file(BRANCH, "sft-tiny/nvidia-h100-80gb/metrics.json", metrics() + b" " * 5000)
+    monkeypatch.setattr(branch, "MAX_METRICS_BYTES", 4096)
+    with pytest.raises(BaselineError, match="larger than 4096 bytes"):
+        load_baseline("branch:canary-baselines", client=client, config_name="sft-tiny", hardware_key="nvidia-h100-80gb")
+
+
+def test_branch_file_sent_as_a_contents_entry_is_decoded(fake, client):
+    import base64
+
+    path = "sft-tiny/nvidia-h100-80gb/metrics.json"
+    fake.put_file(BRANCH, path, metrics(step_time=0.4))
+    entry = {"type": "file", "encoding": "base64", "name": "metrics.json", "path": path, "sha": git_sha(metrics()),
+             "size": len(metrics(step_time=0.4)), "content": base64.b64encode(metrics(step_time=0.4)).decode()}
+    fake.fault("GET", r"/metrics\.json$", status=200, body=entry)  # the raw media type ignored
+    lookup = load_baseline("branch:canary-baselines", client=client, config_name="sft-tiny",
+                           hardware_key="nvidia-h100-80gb")
+    assert lookup.found and lookup.latest.raw == metrics(step_time=0.4)
+    fake.fault("GET", r"/metrics\.json$", status=200, body={**entry, "encoding": "none", "content": ""})
+    with pytest.raises(BaselineError, match="answered a 'file' entry \\(encoding 'none'\\)"):
+        load_baseline("branch:canary-baselines", client=client, config_name="sft-tiny", hardware_key="nvidia-h100-80gb")
+
+
+def test_path_baselines_are_confined_to_the_workspace(tmp_path):
+    ws = tmp_path / "ws"
+    (ws / "store").mkdir(parents=True)
+    (ws / "store" / "metrics.json").write_bytes(metrics())
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "metrics.json").write_bytes(metrics())
+    (ws / "link").symlink_to(outside)
+    key = dict(config_name="sft-tiny", hardware_key="nvidia-h100-80gb", workspace=ws)
+    assert load_baseline(f"path:{ws / 'store'}", **key).found
+    for spec, words in ((f"path:{outside}", "is outside the workspace"), ("path:store/../../outside", "contains '..'"),
+                        (f"path:{ws / 'link'}", "leads (through a symlink) outside")):
+        with pytest.raises(BaselineSpecError, match=re.escape(words)):
+            load_baseline(spec, **key)
+    (ws / "store" / "metrics.json").unlink()
+    (ws / "store" / "metrics.json").symlink_to(outside / "metrics.json")
+    with pytest.raises(BaselineError, match="leads outside the workspace"):
+        load_baseline(f"path:{ws / 'store'}", **key)
+    # Outside the action (no workspace) the command line reads where it is told.
+    assert load_baseline(f"path:{outside}", config_name="sft-tiny", hardware_key="nvidia-h100-80gb").found
+
+
+def test_path_baseline_writes_never_follow_a_symlink(tmp_path):
+    from canary_runner.baselines.local import write_path_baseline
+
+    ws = tmp_path / "ws"
+    victim = tmp_path / "victim"
+    (ws / "store").mkdir(parents=True)
+    victim.mkdir()
+    (ws / "store" / "sft-tiny").symlink_to(victim)
+    with pytest.raises(BaselineError, match="through the symlink .*sft-tiny"):
+        write_path_baseline(ws / "store", metrics(), workspace=ws)
+    with pytest.raises(BaselineError, match="through the symlink"):
+        write_path_baseline(ws / "store", metrics())
+    assert list(victim.iterdir()) == []
+    with pytest.raises(BaselineSpecError, match="outside the workspace"):
+        write_path_baseline(victim, metrics(), workspace=ws)
+    # A symlink where the file goes is replaced, its target untouched.
+    (ws / "store" / "sft-tiny").unlink()
+    folder = ws / "store" / "sft-tiny" / "nvidia-h100-80gb"
+    folder.mkdir(parents=True)
+    (victim / "keep.txt").write_text("keep")
+    (folder / "metrics.json").symlink_to(victim / "keep.txt")
+    write_path_baseline(ws / "store", metrics(), workspace=ws)
+    assert (victim / "keep.txt").read_text() == "keep"
+    assert not (folder / "metrics.json").is_symlink() and (folder / "metrics.json").read_bytes() == metrics()
