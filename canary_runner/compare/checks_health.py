@@ -176,9 +176,13 @@ def grad_norm_check(ctx: Context) -> Check:
         if spike is None or peak / med > spike[0]:
             spike = (peak / med, step)
     if limit.relative is not None and ctx.has_baseline:
-        base = [r.steady("grad_norm") for r in ctx.baseline]
-        if sum(len(b) for b in base) >= 3:
-            ch = bootstrap_change(base, cur, "median", ctx.confidence, ctx.settings.resamples, _seed(chk.id))
+        # Only the steps both sides recorded: grad norms drift over a run, so a run that stopped early
+        # must not be compared with the baseline's later steps.
+        last = ctx.last_common_step
+        base = [[v for s, v in r.finite_points("grad_norm", after_warmup=True) if s <= last] for r in ctx.baseline]
+        common = [[v for s, v in r.finite_points("grad_norm", after_warmup=True) if s <= last] for r in ctx.current]
+        if sum(len(b) for b in base) >= 3 and sum(len(c) for c in common) >= 3:
+            ch = bootstrap_change(base, common, "median", ctx.confidence, ctx.settings.resamples, _seed(chk.id))
             judge_change(chk, ch, type(limit)(relative=limit.relative), "median grad norm")
             chk.confidence = ctx.confidence
             status, reasons = chk.status, [chk.reason]
@@ -203,8 +207,224 @@ def grad_norm_check(ctx: Context) -> Check:
     return conclude(chk, limit, status, reasons, None, "no limit set")
 
 
+# -- collapse ------------------------------------------------------------------------------------------
+# A run can break without a single NaN: one huge update sends the model to a degenerate point (uniform
+# or constant output, dead gradients) where every value is finite and the loss even looks stable. The
+# signs are read from the current run alone, so no config difference and no baseline can excuse them.
+
+ACCURACY = {"sft": "mean_token_accuracy", "dpo": "rewards/accuracies", "reward": "accuracy"}
+FLAT_RTOL = 1e-6  # spread (relative) under which a loss is the same at every step, though batches differ
+DEAD_GRAD = 1e-8  # grad norm, relative to the first step's, under which the gradients are gone
+
+
+def _flat_tail(pts: list[tuple[int, float]]) -> int:
+    """How many of the last points hold the same value (within FLAT_RTOL)."""
+    level = pts[-1][1]
+    n = 0
+    for _, v in reversed(pts):
+        if abs(v - level) > FLAT_RTOL * max(abs(level), 1e-12):
+            break
+        n += 1
+    return n
+
+
+def collapse_signs(run: Run, training_type: str, window: float, spike_max: float | None) -> list[tuple[int, str]]:
+    """(step, evidence) for each sign of a collapse in one run: a loss spike of orders of magnitude, a
+    loss pinned at one value (the output no longer depends on the input; uniform when it equals the
+    output entropy), gradients at zero, accuracy at zero after it was above."""
+    signs = []
+    loss = run.finite_points("loss")
+    k = window_size(len(loss), window)
+    if training_type in LOSS_TRENDED_TYPES and len(loss) >= 2 and spike_max is not None:
+        first = loss[0][1]
+        step, peak = max(loss[1:], key=lambda p: abs(p[1]))
+        if abs(first) > 1e-12 and abs(peak) > spike_max * abs(first):
+            signs.append((step, f"the loss spiked to {fmt(peak)} at step {step}, {abs(peak / first):.2g}x its "
+                                f"first value {fmt(first)}"))
+    if training_type in LOSS_TRENDED_TYPES and len(loss) >= 5:
+        n = _flat_tail(loss)
+        level = loss[-1][1]
+        # flat from the first step is a run that never trained (the learning check's case), not a collapse
+        if k <= n < len(loss) and abs(level) > 1e-6:
+            step = loss[-n][0]
+            text = (f"the loss is {fmt(level)} at every step from step {step} on ({n} steps): the output no "
+                    "longer depends on the input")
+            entropy = dict(run.finite_points("entropy"))
+            if all(abs(entropy.get(s, math.inf) - level) <= 1e-3 * abs(level) for s, _ in loss[-n:]):
+                text += (f"; the output entropy equals the loss: a uniform distribution over ~{math.exp(level):.0f} "
+                         "tokens")
+            signs.append((step, text))
+    grads = run.finite_points("grad_norm")
+    if len(grads) >= 5 and grads[0][1] > 0:
+        late = grads[-window_size(len(grads), window):]
+        fit = training_type in LOSS_TRENDED_TYPES and loss and abs(loss[-1][1]) <= 1e-6  # a perfect fit has no gradient
+        if not fit and all(v <= DEAD_GRAD * grads[0][1] for _, v in late):
+            n = next((i for i, (_, v) in enumerate(reversed(grads)) if v > DEAD_GRAD * grads[0][1]), len(grads))
+            signs.append((grads[-n][0], f"the gradient norm is 0 from step {grads[-n][0]} on ({n} steps, "
+                                        f"{fmt(grads[0][1])} at step {grads[0][0]}): nothing is trained any more"))
+    acc = run.finite_points(ACCURACY.get(training_type, ""))
+    if len(acc) >= 5:
+        ka = window_size(len(acc), window)
+        before = [p for p in acc[:-ka] if p[1] > 0]
+        if before and all(v == 0 for _, v in acc[-ka:]):
+            best = max(before, key=lambda p: p[1])
+            signs.append((acc[-ka][0], f"{ACCURACY[training_type]} is 0 at each of the last {ka} steps (it was "
+                                       f"{fmt(best[1])} at step {best[0]}): worse than chance"))
+    return sorted(signs, key=lambda s: s[0])
+
+
+def collapse_check(ctx: Context) -> Check:
+    chk = Check("stability.collapse", "stability", "Training collapse", "loss", "none")
+    limit = ctx.limit(chk.id)
+    if not limit.enabled:
+        return chk.skip("disabled by thresholds")
+    frac = ctx.settings.window
+    found = [(run, collapse_signs(run, ctx.training_type, frac, limit.max)) for run in ctx.current]
+    found = [(run, signs) for run, signs in found if signs]
+    if limit.max is not None and ctx.training_type in LOSS_TRENDED_TYPES:
+        chk.threshold, chk.threshold_kind = limit.max, "absolute"
+    if not found:
+        what = ["no loss spike, no pinned loss" if ctx.training_type in LOSS_TRENDED_TYPES else "",
+                "no vanished gradients", "no accuracy stuck at 0" if ctx.training_type in ACCURACY else ""]
+        return chk.set("pass", ", ".join(w for w in what if w))
+    run, signs = min(found, key=lambda f: f[1][0][0])
+    chk.step = signs[0][0]
+    chk.details = {"run": run.id, "signs": [text for _, text in signs]}
+    text = "; ".join(t for _, t in signs)
+    which = f" ({len(found)} of {len(ctx.current)} runs)" if len(ctx.current) > 1 else ""
+    base = any(collapse_signs(r, ctx.training_type, frac, limit.max) for r in ctx.baseline)
+    chk.set("fail", f"training collapsed{which}: {text}" + (" (the baseline shows it too)" if base else ""))
+    return cap_severity(chk, limit)
+
+
+# -- learning ------------------------------------------------------------------------------------------
+# A run that trains without breaking can still learn nothing (a learning rate 100x too low, a loss whose
+# gradient is zero). Unlike the curve checks, this holds whatever the config says: a changed config
+# excuses a curve of another shape, not a run that stopped learning.
+
+# The signals that show learning, and their sign (+1: learning raises them, -1: lowers them).
+LEARNING_SIGNALS = {
+    "sft": [("loss", -1), ("mean_token_accuracy", 1)],
+    "dpo": [("loss", -1), ("rewards/margins", 1), ("rewards/accuracies", 1)],
+    "reward": [("loss", -1), ("margin", 1), ("accuracy", 1)],
+}
+
+
+def progress(run: Run, metric: str, sign: int, last: float = math.inf) -> tuple[float, tuple[float, float], float] | None:
+    """How far `metric` moved the learning way over the run, up to step `last`: the Theil-Sen rise,
+    signed so that learning is positive, with its interval, and the fitted start."""
+    pts = [p for p in run.finite_points(metric) if p[0] <= last]
+    tr = trend([p[0] for p in pts], [p[1] for p in pts])
+    if tr is None:
+        return None
+    lo, hi = sorted((sign * tr.rise_ci[0], sign * tr.rise_ci[1]))
+    return sign * tr.rise, (lo, hi), tr.start
+
+
+def _judge_progress(value: float, ci: tuple[float, float], need: float) -> str:
+    return "pass" if value >= need else ("warn" if ci[1] >= need else "fail")
+
+
+def _loss_decline(ctx: Context, limit) -> tuple[str, str] | None:
+    """Without a baseline: the loss must fall by `min` of its start over the run (every run)."""
+    if limit.min is None:
+        return None
+    if any(r.info["steps_completed"] < r.info["steps_planned"] for r in ctx.current):
+        return None  # a run cut short is judged against the baseline's same steps only
+    worst = None
+    for run in ctx.current:
+        p = progress(run, "loss", -1)
+        if p is None or abs(p[2]) < 1e-12:
+            continue
+        rel = (p[0] / abs(p[2]), (p[1][0] / abs(p[2]), p[1][1] / abs(p[2])), p[2])
+        if worst is None or rel[0] < worst[0]:
+            worst = rel
+    if worst is None:
+        return None
+    value, ci, start = worst
+    ci = (ci[0] + 0.0, ci[1] + 0.0)  # no "-0.0%"
+    status = _judge_progress(value, ci, limit.min)
+    moved = f"fell {pct(abs(value), False)}" if value >= 0 else f"rose {pct(-value, False)}"
+    text = (f"the loss {moved} of its start {fmt(start)} over the run (Theil-Sen, decline CI {pct(ci[0])}.."
+            f"{pct(ci[1])}), needs to fall {limit.min:.0%}")
+    return status, text
+
+
+def _vs_baseline(ctx: Context, limit) -> tuple[str, str, list[dict]] | None:
+    """With a baseline: each signal the baseline clearly learned (interval above 0), over the steps both
+    sides recorded; the run passes when at least one signal moved `1 - relative` of the baseline's way."""
+    if limit.relative is None or not ctx.has_baseline:
+        return None
+    last = ctx.last_common_step
+    rows = []
+    for metric, sign in LEARNING_SIGNALS[ctx.training_type]:
+        base = [p for p in (progress(r, metric, sign, last) for r in ctx.baseline) if p is not None]
+        cur = [p for p in (progress(r, metric, sign, last) for r in ctx.current) if p is not None]
+        if not base or not cur or not all(b[1][0] > 0 for b in base):
+            continue
+        ref = statistics.median(b[0] for b in base)
+        value, ci, _ = min(cur, key=lambda c: c[0])  # every run must learn: the one that learned least
+        need = (1 - limit.relative) * ref
+        rows.append({"metric": metric, "baseline": ref, "current": value, "ci": list(ci), "need": need,
+                     "status": _judge_progress(value, ci, need)})
+    if not rows:
+        return None
+    best = min(rows, key=lambda r: ["pass", "warn", "fail"].index(r["status"]))
+    share = f"{1 - limit.relative:.0%} of the baseline's"
+    parts = ", ".join(_describe_progress(r, dict(LEARNING_SIGNALS[ctx.training_type])[r["metric"]]) for r in rows)
+    upto = f" over steps 1-{last}" if ctx.stopped else ""
+    if best["status"] == "pass":
+        text = f"{best['metric']} moved {best['current'] / best['baseline']:.0%} of the baseline's way{upto} ({parts})"
+    elif best["status"] == "warn":
+        text = f"learning below {share}{upto} ({parts}), but the interval reaches it (not conclusive)"
+    else:
+        text = f"no signal learned {share} progress{upto}: {parts}"
+    return best["status"], text, rows
+
+
+def _describe_progress(row: dict, sign: int) -> str:
+    good, bad = ("fell", "rose") if sign < 0 else ("rose", "fell")
+    moved = f"{good} {fmt(row['current'])}" if row["current"] >= 0 else f"{bad} {fmt(-row['current'])}"
+    return f"{row['metric']} {moved} (baseline {good} {fmt(row['baseline'])})"
+
+
+def learning_check(ctx: Context) -> Check:
+    chk = Check("stability.learning", "stability", "Learning progress", "loss", "higher_is_better", None)
+    limit = ctx.limit(chk.id)
+    if not limit.enabled:
+        return chk.skip("disabled by thresholds")
+    if ctx.training_type not in LEARNING_SIGNALS:
+        return chk.skip(f"not applied to {ctx.training_type}: its rewards are too noisy over a canary run to "
+                        "demand progress; see the rl checks")
+    absolute = _loss_decline(ctx, limit)
+    relative = _vs_baseline(ctx, limit)
+    results = []
+    if absolute is not None:
+        results.append(absolute)
+    if relative is not None:
+        status, text, rows = relative
+        chk.details = {"signals": rows}
+        results.append((status, text))
+        top = min(rows, key=lambda r: ["pass", "warn", "fail"].index(r["status"]))
+        chk.metric, chk.baseline, chk.current = top["metric"], top["baseline"], top["current"]
+        chk.ci, chk.confidence = tuple(top["ci"]), ctx.confidence
+        chk.threshold, chk.threshold_kind = top["need"], "absolute"
+    elif absolute is not None and ctx.has_baseline:
+        results.append(("pass", "the baseline shows no clear progress to compare with"))
+    if not results:
+        if ctx.stopped:
+            return chk.skip(f"not judged: {ctx.stopped}")
+        return chk.skip("fewer than 5 logged values, or no limit set (min: loss decline, relative: vs baseline)")
+    order = ["pass", "warn", "fail"]
+    results.sort(key=lambda r: -order.index(r[0]))
+    status = results[0][0]
+    chk.set(status, "; ".join(r[1] for r in results) + (": the model is not learning" if status == "fail" else ""))
+    return cap_severity(chk, limit)
+
+
 def stability_checks(ctx: Context) -> list[Check]:
-    return [nan_inf_check(ctx), loss_divergence_check(ctx), grad_norm_check(ctx)]
+    return [nan_inf_check(ctx), loss_divergence_check(ctx), grad_norm_check(ctx), collapse_check(ctx),
+            learning_check(ctx)]
 
 
 # -- RL health ----------------------------------------------------------------------------------------
@@ -264,6 +484,13 @@ def level_check(ctx: Context, check_id: str, metric: str, title: str, direction:
     first_late = next(late_window(r, metric, frac)[0][0] for r in ctx.current if late_window(r, metric, frac))
     what = f"late mean (steps {first_late}+)"
     status, reasons = "pass", []
+    if ctx.has_baseline and (limit.relative is not None or limit.absolute is not None) and ctx.stopped:
+        # The late window of a run stopped at step 11/30 is steps 9-11, the baseline's is 23-30: a
+        # difference there measures the training time the run lost, not the change under test.
+        level = judge_level(chk, level, limit, what)
+        if level is None:
+            return chk.skip(f"not compared: {ctx.stopped}")
+        return conclude(chk, limit, status, [f"not compared with the baseline: {ctx.stopped}"], level, "")
     if ctx.has_baseline and (limit.relative is not None or limit.absolute is not None):
         base = [[v for _, v in late_window(r, metric, frac)] for r in ctx.baseline]
         if any(base):
@@ -307,7 +534,10 @@ def kl_growth_check(ctx: Context) -> Check:
         status = "fail" if worst.rise_ci[0] > limit.max else ("warn" if worst.rise > limit.max else "pass")
         reasons.append(text)
     base = rises(ctx.baseline)
-    if base and limit.absolute is not None:
+    if base and limit.absolute is not None and ctx.stopped:
+        # a rise over 11 steps against one over 30 measures the lost steps, not the change
+        reasons.append(f"not compared with the baseline: {ctx.stopped}")
+    elif base and limit.absolute is not None:
         b = max(base, key=lambda t: t.rise)
         diff = worst.rise - b.rise
         lo = worst.rise_ci[0] - b.rise_ci[1]

@@ -61,19 +61,33 @@ def phase_names(ctx: Context) -> list[str]:
     return sorted(names)
 
 
+def _tokens_per_s(run, last: float) -> list[float]:
+    """Tokens per second of each step after warmup, up to step `last`."""
+    times = dict(run.finite_points("step_time_s", after_warmup=True))
+    return [t / times[s] for s, t in run.finite_points("tokens")
+            if s <= last and t > 0 and times.get(s, 0) > 0]
+
+
 def performance_checks(ctx: Context) -> list[Check]:
+    # Only the steps both sides recorded: a run that stopped at step 11 is timed against the baseline's
+    # steps up to 11 (its last steps, near a crash, are not the baseline's steady state).
+    last = ctx.last_common_step
+
+    def steady(name):
+        return lambda r: [v for s, v in r.finite_points(name, after_warmup=True) if s <= last]
+
     out = [
         _sampled(ctx, "perf.step_time", "Step time", "step_time_s", "s", "lower_is_better",
-                 lambda r: r.steady("step_time_s"), "median step time"),
+                 steady("step_time_s"), "median step time"),
         _sampled(ctx, "perf.tokens_per_s", "Throughput", "tokens_per_s", "tokens/s", "higher_is_better",
-                 lambda r: r.tokens_per_s(), "median tokens/s"),
+                 lambda r: _tokens_per_s(r, last), "median tokens/s"),
     ]
     if all(not r.tokens_per_s() for r in ctx.current):
         out[1].skip("no token counts recorded")
     for phase in phase_names(ctx):
         out.append(_sampled(ctx, f"perf.phase.{phase}", PHASE_TITLES.get(phase, f"{phase} time"),
                             f"{phase}_time_s", "s", "lower_is_better",
-                            lambda r, p=phase: r.steady(f"{p}_time_s"), f"median {phase} time per step"))
+                            steady(f"{phase}_time_s"), f"median {phase} time per step"))
     return out
 
 

@@ -79,13 +79,16 @@ class Diagnosis:
         self.by_id = {c.id: c for c in checks}
         self.causes: list[dict] = []
 
-    def add(self, cause: str, evidence: list[str], next_steps: list[str], explained: list[Check]):
+    def add(self, cause: str, evidence: list[str], next_steps: list[str], explained: list[Check],
+            lead: bool = False):
+        """`lead`: a cause that comes first whatever else failed (a crash: the rest is measured on the
+        steps before it)."""
         evidence = [e for e in evidence if e]
         if not evidence:
             return
         self.causes.append({"cause": cause, "evidence": evidence, "next_steps": next_steps,
                             "checks": sorted({c.id for c in explained}),
-                            "_key": (sum(c.status == "fail" for c in explained),
+                            "_key": (int(lead), sum(c.status == "fail" for c in explained),
                                      sum(c.status == "warn" for c in explained), len(evidence))})
 
     def ranked(self) -> list[dict]:
@@ -131,7 +134,7 @@ class Diagnosis:
             cause = "The run was interrupted"
         else:
             cause = f"The run crashed ({err.get('type', 'error')})"
-        self.add(cause, evidence, steps, [chk])
+        self.add(cause, evidence, steps, [chk], lead=True)
 
     def nonfinite(self):
         chk = self.by_id.get("stability.nan_inf")
@@ -173,6 +176,44 @@ class Diagnosis:
                  "Prefer bf16 or fp32 over fp16", 
                  f"Inspect the steps before {k} in steps.jsonl of {run.path.parent}: which metric moved first"]
         explained = [chk] + _bad(self.checks, ("stability.", "rl.", "correctness.", "invariant."))
+        self.add(cause, evidence, steps, explained)
+
+    def collapse_or_stall(self):
+        """Collapse without NaN, or a run that does not learn: most often a learning rate far off, or a
+        loss whose gradient vanishes (e.g. DPO label smoothing 0.5)."""
+        bad = [c for c in (self.by_id.get("stability.collapse"), self.by_id.get("stability.learning"))
+               if c is not None and c.status in BAD]
+        if not bad:
+            return
+        t = self.ctx.training_type
+        diffs = [x for x in training_config_diff(self.ctx) if x["path"] in STABILITY_FIELDS
+                 or x["path"].startswith(f"{t}.")]
+        lr = next((x for x in diffs if x["path"] == "train.learning_rate" and isinstance(x["baseline"], (int, float))
+                   and isinstance(x["current"], (int, float)) and x["baseline"] > 0), None)
+        collapsed = bad[0].id == "stability.collapse"
+        evidence = list(bad[0].details.get("signs", [])) if collapsed else [bad[0].reason]
+        evidence += [f"config changed: {_fmt_diff(x)}" for x in diffs]
+        if collapsed:
+            cause = "Training collapsed (no NaN: a degenerate model whose values are all finite)"
+            if lr and lr["current"] > lr["baseline"]:
+                cause = (f"The learning rate was raised ({lr['baseline']:g} -> {lr['current']:g}) and training "
+                         "collapsed (no NaN)")
+            steps = ["Lower train.learning_rate (or restore the baseline's) and keep train.max_grad_norm set",
+                     f"Inspect the first steps in steps.jsonl of {self.ctx.cur0.path.parent}: the update that "
+                     "blew the loss up comes before the flat stretch"]
+        else:
+            cause = "The model is not learning"
+            if lr and lr["current"] < lr["baseline"]:
+                cause = (f"The learning rate was lowered ({lr['baseline']:g} -> {lr['current']:g}, "
+                         f"{lr['baseline'] / lr['current']:.0f}x) and the model is not learning")
+            elif diffs:
+                cause = f"The model is not learning since {_fmt_diff(diffs[0])}"
+            steps = ["Restore the config fields above, or the baseline's, and rerun",
+                     "Check that the loss still has a gradient (label smoothing 0.5 or a zero-weight term "
+                     "cancels it) and which parameters are trainable (frozen layers, LoRA target modules)"]
+        explained = bad + _bad(self.checks, ("correctness.", "stability.", f"rl.{t}."))
+        if diffs:
+            explained += _bad(self.checks, "run.config")
         self.add(cause, evidence, steps, explained)
 
     def config_changed(self):
@@ -440,6 +481,7 @@ def diagnose(ctx: Context, checks: list[Check]) -> list[dict]:
     d = Diagnosis(ctx, checks)
     d.crashed()
     d.nonfinite()
+    d.collapse_or_stall()
     d.invariants()
     d.rl_health()
     d.divergence()

@@ -94,6 +94,24 @@ class Context:
     def cur0(self) -> Run:
         return self.current[0]
 
+    @property
+    def stopped(self) -> str | None:
+        """Why the two sides cannot be compared window for window: a run (either side) that recorded
+        fewer steps than it planned (crash, timeout, interrupt). Its late window is not the other's."""
+        for runs, who in ((self.current, "run"), (self.baseline, "baseline")):
+            short = next((r for r in runs if r.info["steps_completed"] < r.info["steps_planned"]), None)
+            if short is not None:
+                return f"{who} stopped at step {short.info['steps_completed']}/{short.info['steps_planned']}"
+        return None
+
+    @property
+    def last_common_step(self) -> float:
+        """The last step that every run of both sides recorded (inf without a baseline): comparisons
+        with the baseline read only steps up to it."""
+        if not self.baseline:
+            return math.inf
+        return min((r.steps[-1] if r.steps else 0) for r in self.current + self.baseline)
+
 
 # -- judging ---------------------------------------------------------------------------------------
 

@@ -309,3 +309,113 @@ def test_curve_band_may_allow_a_share_of_stray_steps(compare, record_dir, tmp_pa
     r = compare(cur, base, "--thresholds", th)
     c = r.check("correctness.loss_curve")
     assert c["status"] == "pass" and c["step"] == 21 and "within the allowed 5%" in c["reason"]
+
+
+# -- collapse and learning: failures without a NaN ---------------------------------------------------------
+
+FALLING = [6.3 - 0.08 * i for i in range(30)]
+RISING = [0.02 + 0.015 * i for i in range(30)]
+
+
+@pytest.mark.parametrize("series, sign", [
+    ({"loss": FALLING[:5] + [6.3e6] + FALLING[6:]}, "spiked to 6,300,000 at step 6"),  # even if it comes back
+    ({"loss": FALLING[:3] + [6.2383] * 27}, "6.238 at every step from step 4 on"),
+    ({"grad_norm": [1.5] * 3 + [0.0] * 27}, "gradient norm is 0 from step 4 on"),
+    ({"mean_token_accuracy": RISING[:20] + [0.0] * 10}, "mean_token_accuracy is 0 at each of the last 8 steps"),
+])
+def test_each_sign_of_a_collapse_fails_without_a_baseline(compare, record_dir, series, sign):
+    healthy = {"loss": FALLING, "mean_token_accuracy": RISING}
+    r = compare(record_dir("cur", training_type="sft", series=healthy | series), "--no-baseline")
+    c = r.check("stability.collapse")
+    assert c["status"] == "fail" and sign in c["reason"], c["reason"]
+    assert r.doc["verdict"] == "fail" and r.code == 1
+    assert r.doc["diagnosis"][0]["cause"].startswith("Training collapsed")
+
+
+def test_a_loss_pinned_at_the_entropy_is_a_uniform_output(compare, record_dir):
+    level = math.log(512)
+    series = {"loss": FALLING[:2] + [level] * 28, "entropy": [6.22] * 2 + [level] * 28}
+    r = compare(record_dir("cur", training_type="sft", series=series), "--no-baseline")
+    assert "a uniform distribution over ~512 tokens" in r.check("stability.collapse")["reason"]
+
+
+def test_healthy_runs_and_a_recovered_grad_spike_are_not_a_collapse(compare, record_dir):
+    grad = [0.3] * 30
+    grad[10] = 70.0  # 230x: the embedded reward model does this and recovers
+    r = compare(record_dir("cur", training_type="reward", series={"grad_norm": grad}), "--no-baseline")
+    assert r.status("stability.collapse") == "pass", r.check("stability.collapse")["reason"]
+    # GRPO's loss is ~0 by design: a flat loss is no sign there, dead gradients are
+    grpo = grpo_series(20, [0.2] * 20)
+    r = compare(record_dir("grpo", training_type="grpo", steps=20, warmup=3, series=grpo), "--no-baseline")
+    assert r.status("stability.collapse") == "pass"
+    dead = grpo | {"grad_norm": [1.0] * 5 + [0.0] * 15}
+    r = compare(record_dir("dead", training_type="grpo", steps=20, warmup=3, series=dead), "--no-baseline")
+    assert r.status("stability.collapse") == "fail"
+
+
+def test_a_changed_config_does_not_excuse_a_collapse(compare, record_dir):
+    series = {"loss": [6.29, 1.4e7] + [6.2383] * 28, "grad_norm": [2.3, 5e14] + [0.0] * 28}
+    cur = record_dir("cur", training_type="sft", series=series, overrides=("train.learning_rate=1000",))
+    r = compare(cur, record_dir("base", training_type="sft"))
+    assert r.status("stability.collapse") == "fail" and r.doc["verdict"] == "fail"
+    assert r.status("correctness.loss_curve") == "warn"  # the shape of the curve is excused, the run is not
+    assert r.doc["diagnosis"][0]["cause"] == "The learning rate was raised (0.001 -> 1000) and training collapsed (no NaN)"
+
+
+def test_a_run_that_does_not_learn_fails_with_or_without_a_baseline(compare, record_dir):
+    flat = [6.29 + 0.01 * (-1) ** i for i in range(30)]
+    cur = record_dir("cur", training_type="sft", series={"loss": flat}, overrides=("train.learning_rate=1e-06",))
+    r = compare(cur, "--no-baseline")
+    c = r.check("stability.learning")
+    assert c["status"] == "fail" and "needs to fall 1%" in c["reason"], c["reason"]
+    assert r.doc["verdict"] == "fail"
+    r = compare(cur, record_dir("base", training_type="sft"))
+    c = r.check("stability.learning")
+    assert c["status"] == "fail" and "no signal learned 25% of the baseline's progress" in c["reason"], c["reason"]
+    assert r.status("correctness.loss_curve") == "warn" and r.status("stability.collapse") == "pass"
+    assert r.doc["diagnosis"][0]["cause"] == ("The learning rate was lowered (0.001 -> 1e-06, 1000x) and the "
+                                              "model is not learning")
+
+
+@pytest.mark.parametrize("share, status", [(0.1, "fail"), (0.4, "pass")])
+def test_learning_is_judged_against_the_baselines_progress(compare, record_dir, share, status):
+    base_loss = make_record()["series"]["loss"]
+    drop = base_loss[0] - base_loss[-1]
+    slow = [base_loss[0] - share * drop * i / 29 for i in range(30)]
+    r = compare(record_dir("cur", series={"loss": slow}), record_dir("base"))
+    c = r.check("stability.learning")
+    assert c["status"] == status, c["reason"]
+    assert c["details"]["signals"][0]["metric"] == "loss"
+
+
+# -- runs that stopped early: compare only what both sides have ------------------------------------------
+
+
+def stopped(record: dict, at: int, status: str = "crashed") -> dict:
+    from canary_runner import results
+
+    for k, v in record["series"].items():
+        record["series"][k] = v[:at]
+    record["run"]["steps_completed"] = at
+    record["status"] = status
+    record["error"] = {"type": "OutOfMemoryError", "message": "CUDA out of memory", "traceback": None, "step": at}
+    record["summary"] = results.summarize(record["series"])
+    return record
+
+
+def test_late_windows_are_not_compared_with_a_run_that_stopped_early(compare, record_dir):
+    dpo = {"rewards/accuracies": [0.5] * 10 + [0.9] * 20, "rewards/margins": [0.05 * i for i in range(30)]}
+    base = record_dir("base", series=dpo)
+    cur = record_dir("cur", stopped(make_record(series=dpo, run_id="cur"), 11))
+    r = compare(cur, base)
+    for cid in ("rl.dpo.margins", "rl.dpo.reward_accuracy"):
+        c = r.check(cid)
+        assert c["status"] == "skip" and c["reason"] == "not compared: run stopped at step 11/30", c
+    assert r.status("stability.learning") == "pass"  # over steps 1-11 on both sides
+    assert r.failing() == ["run.status"]
+    assert r.doc["diagnosis"][0]["cause"] == "The run ran out of memory"
+    assert not any("Preference learning" in d["cause"] for d in r.doc["diagnosis"])
+    # the other way round: a baseline that stopped early
+    r = compare(record_dir("full", series=dpo), record_dir("short", stopped(make_record(series=dpo, run_id="s"), 11)))
+    assert r.check("rl.dpo.margins")["reason"] == "not compared: baseline stopped at step 11/30"
+    assert r.doc["verdict"] == "warn" and not r.failing()
