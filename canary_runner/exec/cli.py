@@ -6,12 +6,15 @@ Kept import-light: the `canary` parser imports this module; the launcher loads o
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
 TIERS = ("smoke", "perf", "nightly")
+# As a canary config's name: it names run directories and baselines.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 DESCRIPTION = """\
 Run your own training script as a canary, unmodified: every transformers Trainer it builds (TRL's
@@ -57,9 +60,11 @@ def default_name(command: list[str]) -> str:
     from .record import script_of
 
     script = script_of(command)
-    if script:
-        return Path(script.removeprefix("-m ")).stem.rsplit(".", 1)[-1] or "exec"
-    return Path(command[0]).name or "exec"
+    if script and script.startswith("-m "):
+        stem = script.removeprefix("-m ").rsplit(".", 1)[-1]  # python -m pkg.train -> train
+    else:
+        stem = Path(script).stem if script else Path(command[0]).name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).lstrip("-._")[:100] or "exec"
 
 
 def main(args) -> int:
@@ -77,6 +82,9 @@ def main(args) -> int:
         return _error(f"--timeout must be a positive number of seconds (got {args.timeout:g})")
     if args.warmup_steps < 0:
         return _error(f"--warmup-steps must be 0 or more (got {args.warmup_steps})")
+    if args.name is not None and not NAME.match(args.name):
+        return _error(f"--name {args.name!r}: use letters, digits, '.', '_' and '-' (at most 100, the first a "
+                      "letter or digit); it names the run's directory and its baselines")
     name = args.name or default_name(command)
     out = Path(args.output or f"runs/{name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
 

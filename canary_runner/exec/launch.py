@@ -101,43 +101,43 @@ class StderrTee(threading.Thread):
         return self.tail.decode("utf-8", "replace")
 
 
-# A traceback's last line ("RuntimeError: boom", "torch.OutOfMemoryError: ..."), also as torchrun
-# prefixes its workers' output ("[rank0]: ...").
-_EXC_LINE = re.compile(r"^(?:\[rank\d+\]:\s*)?((?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Interrupt|Exit))(?::|$)")
+# A traceback's first and last lines ("RuntimeError: boom", "torch.OutOfMemoryError: ..."), also as
+# torchrun prefixes its workers' output ("[rank0]: ...").
+_RANK_PREFIX = r"^(?:\[rank\d+\]:\s*)?"
+_TRACEBACK = re.compile(_RANK_PREFIX + r"Traceback \(most recent call last\)")
+_EXC_LINE = re.compile(_RANK_PREFIX + r"((?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Interrupt|Exit))(?::|$)")
 # The launchers' own reports that a worker failed: the worker's exception says more.
 _LAUNCHER_EXCEPTIONS = ("ChildFailedError", "SignalException", "CalledProcessError")
 
 
+def _ended_how(returncode: int) -> str:
+    if returncode >= 0:
+        return f"exit code {returncode}"
+    try:
+        how = f"killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        how = f"killed by signal {-returncode}"
+    return how + (" (the out-of-memory killer?)" if returncode == -signal.SIGKILL else "")
+
+
 def crash_error(returncode: int, stderr: str) -> dict:
-    """error of a run that exited non-zero: what the command's stderr ended with."""
+    """error of a run that exited non-zero, from what the command's stderr ended with: the message is
+    the failure's exception line (or stderr's last line) and stderr's last lines; the traceback is
+    the one that exception ended."""
     lines = [ln.rstrip() for ln in stderr.splitlines() if ln.strip()]
-    if returncode < 0:
-        try:
-            how = f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            how = f"killed by signal {-returncode}"
-        if returncode == -signal.SIGKILL:
-            how += " (the out-of-memory killer?)"
-    else:
-        how = f"exit code {returncode}"
-    # The exception line of a Python traceback names the failure best: the last one that is not a
-    # launcher's (torchrun and accelerate end with their own report of the worker's failure).
-    matches = [m for m in map(_EXC_LINE.match, lines) if m]
-    exc = next((m for m in reversed(matches) if m.group(1).rsplit(".", 1)[-1] not in _LAUNCHER_EXCEPTIONS),
-               matches[-1] if matches else None)
+    # The worker's exception, not the report a launcher (torchrun, accelerate) prints after it.
+    found = [(i, m) for i, m in enumerate(map(_EXC_LINE.match, lines)) if m]
+    workers = [(i, m) for i, m in found if m.group(1).rsplit(".", 1)[-1] not in _LAUNCHER_EXCEPTIONS]
+    at, exc = (workers or found or [(len(lines) - 1, None)])[-1]
     first = exc.string if exc else (lines[-1] if lines else "no output on stderr")
     tail = "\n".join(lines[-ERROR_LINES:])[-ERROR_CHARS:]
+    starts = [i for i in range(at + 1) if _TRACEBACK.match(lines[i])]
+    traceback = "\n".join(lines[starts[-1]:at + 1] if starts else lines)
     return {
         "type": exc.group(1).rsplit(".", 1)[-1] if exc else "ExitCode",
-        "message": f"the command failed ({how}): {first[:500]}" + (f"\n{tail}" if tail else ""),
-        "traceback": _last_traceback(lines)[-TRACEBACK_CHARS:] or None,
+        "message": f"the command failed ({_ended_how(returncode)}): {first[:500]}" + (f"\n{tail}" if tail else ""),
+        "traceback": traceback[-TRACEBACK_CHARS:] or None,
     }
-
-
-def _last_traceback(lines: list[str]) -> str:
-    """stderr from the last Python traceback on (everything kept when there is none)."""
-    starts = [i for i, ln in enumerate(lines) if ln.lstrip("[rank0123456789]: ").startswith("Traceback (most recent")]
-    return "\n".join(lines[starts[-1]:] if starts else lines)
 
 
 def run_command(command: list[str], out_dir: Path, launch: records.Launch, timeout_s: float | None,

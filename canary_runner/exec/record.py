@@ -91,22 +91,33 @@ def script_of(command: list[str]) -> str | None:
     return None
 
 
+def launcher_of(command: list[str]) -> str:
+    """torchrun (also as `python -m torch.distributed.run`), accelerate, deepspeed ..., else the program."""
+    program = Path(command[0]).name
+    if program == "torchrun" or "torch.distributed.run" in command or "torch.distributed.launch" in command:
+        return "torchrun"
+    return program
+
+
 def config_of(launch: Launch, info: dict | None) -> dict:
-    """The record's config: the command line and what the Trainer was told. Paths that differ
-    between two runs of one command (output_dir ...) are left out so that they stay comparable."""
+    """The record's config: the command line and what the Trainer was told, under `exec` (the rest
+    of the keys are those of a canary config that compare reads: seed, train.deterministic). Paths
+    that differ between two runs of one command (output_dir ...) are left out: they stay comparable."""
     info = info or {}
     args = info.get("training_args") or {}
     return {
         "name": launch.name,
-        "command": list(launch.command),
-        "seed": args.get("seed"),
-        "trainer": info.get("trainer_class"),
         "training_type": info.get("training_type", "custom"),
-        "max_steps_cap": launch.max_steps,
-        "warmup_steps": launch.warmup_steps,
+        "seed": args.get("seed"),
         # Where compare looks for the run's determinism (its deterministic-replay check).
         "train": {"deterministic": bool(args.get("full_determinism", False))},
-        "training_args": args,
+        "exec": {
+            "command": list(launch.command),
+            "trainer": info.get("trainer_class"),
+            "max_steps_cap": launch.max_steps,
+            "warmup_steps": launch.warmup_steps,
+            "training_args": args,
+        },
     }
 
 
@@ -205,7 +216,7 @@ def build(out_dir: Path, launch: Launch, outcome: Outcome) -> dict:
     world = max([r + 1 for r in ranks] + [int(i.get("world_size", 1)) for i in infos.values() if i])
     base = next((i for _, i in sorted(infos.items()) if i), {})
     record = merge(out_dir, world, base.get("strategy", "ddp"), outcome.returncode or 0)
-    record["run"]["distributed"]["launcher"] = Path(launch.command[0]).name
+    record["run"]["distributed"]["launcher"] = launcher_of(launch.command)
     # The launcher saw how the command ended; a rank that never recorded makes it worse, not better.
     record["status"] = max(record["status"], outcome.status, key=_STATUS_ORDER.index)
     if outcome.error is not None:
