@@ -58,7 +58,7 @@ def cmd_run(args) -> int:
     from .distributed import run_canary
     from .progress import RunProgress
     from .quiet import quiet_libraries
-    from .runner import SetupError
+    from .runner import RecordNotWritten, SetupError
 
     if not args.verbose:
         quiet_libraries()
@@ -71,6 +71,10 @@ def cmd_run(args) -> int:
             if isinstance(e.__context__, HubUnreachable):  # a network failure, not a bad config
                 return fail(f"{path}: the run could not start, a network failure: {e}", EXIT_CRASHED)
             return fail(f"{path}: {e}")
+        except RecordNotWritten as e:  # nothing lost, but not where it was asked to go
+            if e.where is not None:
+                progress.print_summary(e.record, e.where)
+            return fail(str(e), EXIT_CRASHED)
     progress.print_summary(record, out)
     return code
 
@@ -147,11 +151,11 @@ EXTERNAL = [
     ("calibrate", "canary_runner.compare.calibrate", "run a config N times and write thresholds fitted to this machine's noise"),
     ("report", "canary_runner.report_cli", "render comparison.json as a PR comment, job summary, check output or markdown"),
     ("baseline", "canary_runner.baselines.cli", "pull, push or show baselines (path:, branch:, artifact:)"),
+    ("exec", "canary_runner.exec.cli", "run your own training script as a canary: canary exec -o DIR -- python train.py"),
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ("exec", "canary_runner.exec.cli", "run your own training script as a canary: canary exec -o DIR -- python train.py"),
     parser = argparse.ArgumentParser(prog="canary", description="RLHF training canaries: run, compare, report.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

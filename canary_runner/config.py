@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -278,13 +280,51 @@ def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> 
     return data
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping with the same key twice (PyYAML keeps the last one silently,
+    so a config would run something other than what a reviewer read)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:
+                continue  # an unhashable key: construct_mapping below says so
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"found duplicate key {key!r} (first at line {first.start_mark.line + 1}); keep one",
+                    key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML as safe_load reads it, except that a duplicate key is an error (yaml.YAMLError)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def read_text_file(path: Path, what: str, error=None) -> str:
+    """A UTF-8 text file's content; a file that cannot be read or decoded raises `error` (ConfigError)
+    with a message that says which and what to do."""
+    error = error or ConfigError
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not a UTF-8 text file (byte {e.start}: {e.reason}); save the {what} as UTF-8") from None
+    except OSError as e:
+        raise error(f"{path}: the {what} cannot be read ({e.strerror or e})") from None
+
+
 def load_config(path: str | Path, overrides: list[str] = ()) -> CanaryConfig:
     """Read, override and validate a config file. Raises ConfigError with a user-facing message."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found. `canary configs` lists the shipped configs.")
+    text = read_text_file(path, "config")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -300,3 +340,47 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> CanaryConfig:
         return CanaryConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format_validation_error(str(path), e)) from None
+
+
+# ----------------------------------------------------------------------------- recorded configs
+def _models_in(annotation) -> list[type[BaseModel]]:
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    return [a for a in (args or (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+
+
+def _single_value(annotation) -> bool:
+    """Does `annotation` admit only single values (numbers, strings, booleans, literals, None)?"""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return all(_single_value(a) for a in typing.get_args(annotation))
+    if origin is Literal:
+        return True
+    return annotation in (int, float, str, bool, type(None))
+
+
+def shape_problems(data: Any, model: type[BaseModel] = CanaryConfig, where: str = "config") -> list[str]:
+    """Where a recorded config (metrics.json's `config`) has a list or a mapping in place of a single
+    value, as the config model declares it; also `extra_args` entries that repeat a section's own
+    single-valued field. For readers of old or foreign records, which are not validated as a whole."""
+    if not isinstance(data, dict):
+        return [f"{where} is {type(data).__name__}, not a mapping of config fields"]
+    problems = []
+    for name, field in model.model_fields.items():
+        if name not in data or data[name] is None:
+            continue
+        value, path = data[name], f"{where}.{name}"
+        sub = _models_in(field.annotation)
+        if sub:
+            problems += shape_problems(value, sub[0], path)
+        elif _single_value(field.annotation) and isinstance(value, (list, dict)):
+            problems.append(f"{path} is a {'list' if isinstance(value, list) else 'mapping'} where one value "
+                            f"is expected: {json.dumps(value, default=str)[:80]}")
+        elif typing.get_origin(field.annotation) is dict and not isinstance(value, dict):
+            problems.append(f"{path} is {type(value).__name__}, not a mapping")
+    extra = data.get("extra_args")
+    if "extra_args" in model.model_fields and isinstance(extra, dict):
+        for key, value in extra.items():
+            field = model.model_fields.get(key)
+            if field is not None and _single_value(field.annotation) and isinstance(value, (list, dict)):
+                problems.append(f"{where}.extra_args.{key} is a {type(value).__name__} where one value is expected")
+    return problems

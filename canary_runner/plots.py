@@ -91,12 +91,15 @@ def write_plots(comparison: Mapping, out_dir: str | Path, *, metrics: Iterable[s
             ax.plot(xs, ys, color=color, linewidth=width, marker=marker, markersize=width + 1.5, label=side)
             if bad is not None:
                 ax.axvline(bad, color=color, linestyle="--", linewidth=1, label=f"{side}: first NaN/Inf (step {bad})")
-        ax.set_title(f"{metric} · {name}"[:90], fontsize=10)
-        ax.set_xlabel("step")
-        ax.set_ylabel(metric[:40])
+        # Names are data, not mathtext: `$...$` in them must not be parsed (a parse error would stop
+        # the whole report), so no text of ours or theirs is parsed as math.
+        ax.set_title(f"{metric} · {name}"[:90], fontsize=10, parse_math=False)
+        ax.set_xlabel("step", parse_math=False)
+        ax.set_ylabel(metric[:40], parse_math=False)
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="best")
+            for text in ax.legend(fontsize=8, loc="best").get_texts():
+                text.set_parse_math(False)
         fig.tight_layout()
         path = out / filename
         fig.savefig(path, format="png", metadata={"Software": None})

@@ -7,9 +7,12 @@ a metrics.json with the right status and every step done so far is written befor
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 import traceback
 import uuid
@@ -32,17 +35,81 @@ class SetupError(Exception):
     """Bad input found while building the workload or trainer (exit 2, no run happened)."""
 
 
+class RecordNotWritten(Exception):
+    """The run's record could not go where it was asked to (`-o` is a file, read-only, a full disk).
+    It went to `where` instead (None: nowhere could be written); exit 3, the message says where."""
+
+    def __init__(self, message: str, record: dict, where: Path | None):
+        super().__init__(message)
+        self.record, self.where = record, where
+
+
 @contextmanager
 def _signals_raise():
+    """SIGTERM/SIGINT raise Interrupted once. A second signal (a runner that sends SIGTERM then SIGINT,
+    a double Ctrl-C) must not interrupt the writing of the record, so it is ignored, as is any signal
+    once `state["writing"]` is set."""
+    state = {"raised": False, "writing": False}
+
     def handler(signum, _frame):
+        if state["raised"] or state["writing"]:
+            return
+        state["raised"] = True
         raise Interrupted(f"received {signal.Signals(signum).name}")
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield state
     finally:
         for s, h in previous.items():
-            signal.signal(s, h)
+            # Once stopped by a signal, the process is on its way out: the repeats of that signal that
+            # follow (a CI runner's cancel sends several) must not kill it before it says how it ended.
+            signal.signal(s, signal.SIG_IGN if state["raised"] else h)
+
+
+def _fallback_dir() -> Path:
+    """A fresh directory for a run's files when the one asked for cannot be written."""
+    base = os.environ.get("RUNNER_TEMP") or tempfile.gettempdir()
+    return Path(tempfile.mkdtemp(prefix="canary-run-", dir=base))
+
+
+def _writable_out_dir(out_dir: Path) -> tuple[Path, str | None]:
+    """`out_dir`, created and tried with a small write; else a fallback directory and why (said on
+    stderr now, and again at the end). Nowhere writable at all is a SetupError: nothing has run yet."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".canary-probe-", dir=out_dir)
+        try:
+            os.write(fd, b"{}\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+        return out_dir, None
+    except OSError as e:
+        why = f"{out_dir} cannot be written ({e.strerror or e})"
+    try:
+        fallback = _fallback_dir()
+    except OSError as e:
+        raise SetupError(f"{why}, and neither can a temporary directory ({e.strerror or e}): pass a writable "
+                         "-o / output-dir or free some disk space") from None
+    print(f"canary: warning: {why}; this run's files go to {fallback} instead", file=sys.stderr, flush=True)
+    return fallback, why
+
+
+def _write_record_elsewhere(record: dict, steps: list[dict], why: str) -> Path:
+    """metrics.json and steps.jsonl in a fallback directory; RecordNotWritten(where=None) if that fails too."""
+    try:
+        where = _fallback_dir()
+        results.write_json_atomic(where / "metrics.json", record)
+        with open(where / "steps.jsonl", "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(results.encode(rec)) + "\n" for rec in steps)
+        return where
+    except OSError as e:
+        raise RecordNotWritten(
+            f"{why}; the record could not be written anywhere else either ({e.strerror or e}): the run "
+            f"{record['status']} after {record['run']['steps_completed']} step(s). Free some disk space and "
+            "re-run.", record, None) from None
 
 
 def _now() -> str:
@@ -116,8 +183,8 @@ def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_ste
     `callbacks` are extra TrainerCallbacks (benchmarks inject slowdowns, tests inject faults).
     """
     started_at, t0 = _now(), time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    asked = Path(out_dir)
+    out_dir, unwritable = _writable_out_dir(asked)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # PPO lives in trl.experimental; the pin is deliberate
     _offline_if_embedded(cfg)
@@ -125,7 +192,7 @@ def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_ste
 
     use_workspace()  # the user's code, named in the config, imports from the config's repository
 
-    from .collect.collector import CanaryTimeout, StepCollector, to_series
+    from .collect.collector import CanaryTimeout, StepCollector
     from .collect.env import fingerprint
     from .trainers import adapter
 
@@ -139,7 +206,7 @@ def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_ste
     status, error, trainer = "completed", None, None
     collector = None
     train_t0 = None
-    with _signals_raise():
+    with _signals_raise() as signals:
         try:
             try:
                 device = _device(cfg)
@@ -180,7 +247,30 @@ def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_ste
         finally:
             if cfg.train.gc_freeze:
                 gc.unfreeze()
-    records = collector.close() if collector is not None else []
+        signals["writing"] = True  # from here on the record is being written: no signal interrupts it
+        torch.set_num_threads(threads_before)  # in-process callers (calibrate, tests) get theirs back
+        record, steps = _finish(cfg, collector, status, error, config_path, env, started_at, t0, train_t0)
+        try:
+            results.write_json_atomic(out_dir / "metrics.json", record)
+        except OSError as e:
+            unwritable = unwritable or f"{out_dir / 'metrics.json'} cannot be written ({e.strerror or e})"
+            out_dir = _write_record_elsewhere(record, steps, unwritable)
+    if unwritable:
+        raise RecordNotWritten(f"{unwritable}; the run's record is in {out_dir} instead (metrics.json, "
+                               f"steps.jsonl): the run {record['status']} after "
+                               f"{record['run']['steps_completed']} step(s)", record, out_dir)
+    return record, EXIT_OK if status == "completed" else EXIT_CRASHED
+
+
+def _finish(cfg, collector, status, error, config_path, env, started_at, t0, train_t0) -> tuple[dict, list]:
+    """The run's record and its steps, from what the collector holds (also when its stream could not
+    be written)."""
+    from .collect.collector import to_series
+
+    try:
+        records = collector.close() if collector is not None else []
+    except OSError:  # steps.jsonl could not be flushed (a full disk): the steps are still in memory
+        records = collector.records
     ended = time.perf_counter()
     if error is not None:
         error.setdefault("traceback", None)
@@ -215,6 +305,4 @@ def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_ste
         "summary": results.summarize(series, phases),
         "series": series,
     }
-    results.write_json_atomic(out_dir / "metrics.json", record)
-    torch.set_num_threads(threads_before)  # in-process callers (calibrate, tests) get theirs back
-    return record, EXIT_OK if status == "completed" else EXIT_CRASHED
+    return record, records

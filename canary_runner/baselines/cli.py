@@ -116,6 +116,20 @@ def _read_run(path: str) -> tuple[bytes, dict]:
 
 
 def _key(args, *, need_hardware: bool) -> tuple[str, str | None]:
+    config, hardware = _given_key(args, need_hardware=need_hardware)
+    from .model import path_segment
+
+    for what, value in (("config name", config), ("hardware key", hardware)):
+        try:  # a name that is a path (`..`, `.`, empty) names no baseline: say so, not a traceback
+            if value is not None:
+                path_segment(value)
+        except ValueError:
+            raise UsageError(f"{what} {value!r} cannot name a baseline: use the run's config name (e.g. "
+                             "dpo_smoke) and hardware key (see `canary env`)") from None
+    return config, hardware
+
+
+def _given_key(args, *, need_hardware: bool) -> tuple[str, str | None]:
     if args.metrics:
         _, metrics = _read_run(args.metrics)
         config, hardware = metrics["run"]["config_name"], metrics["env"]["hardware_key"]

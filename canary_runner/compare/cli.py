@@ -91,6 +91,7 @@ def _run(args) -> int:
 
     current = load_side([args.current, *args.more_current], "current")
     baseline = load_side(args.baselines, "baseline") if args.baselines else []
+    _check_recorded_configs(current + baseline)
     file = load_thresholds(args.thresholds) if args.thresholds else None
     inline_raw = current[0].config.get("thresholds")
     inline = parse_thresholds(inline_raw, f"{current[0].path}: config.thresholds") if inline_raw else None
@@ -105,6 +106,19 @@ def _run(args) -> int:
     else:
         print_summary(doc, args.output, args.verbose)
     return EXIT_FAIL if doc["verdict"] == "fail" else EXIT_OK
+
+
+def _check_recorded_configs(runs) -> None:
+    """The checks read single values from each run's recorded config (seed, learning rate, beta): a
+    list or a mapping there is bad input, said with the field, not a TypeError deep in a check."""
+    from ..config import shape_problems
+    from .loading import CompareInputError
+
+    for run in runs:
+        problems = shape_problems(run.config)
+        if problems:
+            raise CompareInputError(f"{run.path}: the recorded config is not one canary config: "
+                                    + "; ".join(problems[:5]) + ". Re-run `canary run` to write the run again.")
 
 
 def list_checks() -> int:

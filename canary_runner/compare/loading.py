@@ -110,14 +110,46 @@ class Run:
         return node
 
 
+STEPS_FILE = "steps.jsonl"
+
+
+def _refuse_killed(run_dir: Path) -> None:
+    """A run directory with the streamed steps but no metrics.json: the process was killed (SIGKILL,
+    the OOM killer, a lost machine) before it could write its record. Say so, with where the steps are."""
+    last, count = None, 0
+    try:
+        with open(run_dir / STEPS_FILE, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                try:
+                    step = json.loads(line).get("step")
+                except (ValueError, AttributeError):
+                    continue  # the line being written when the process died
+                count += 1
+                last = step if isinstance(step, int) else last
+    except OSError:
+        pass
+    at = f"at step {last}" if last is not None else f"after {count} step(s)" if count else "before its first step"
+    raise CompareInputError(
+        f"{run_dir}: the run was killed {at} (its process ended without writing metrics.json); its steps "
+        f"are in {run_dir / STEPS_FILE}. Re-run the canary; a run stopped by SIGTERM or a timeout still "
+        "writes metrics.json, a killed one (SIGKILL, out of memory) cannot.")
+
+
 def _expand(path: Path) -> list[Path]:
     """A metrics.json, a run directory, or a directory whose subdirectories are runs (repeats)."""
+    if path.is_file() and path.name == STEPS_FILE:
+        _refuse_killed(path.parent)
     if path.is_file():
         return [path]
     if path.is_dir():
         if (path / "metrics.json").is_file():
             return [path / "metrics.json"]
+        if (path / STEPS_FILE).is_file():
+            _refuse_killed(path)
         found = sorted(p / "metrics.json" for p in path.iterdir() if (p / "metrics.json").is_file())
+        for sub in sorted(path.iterdir()):  # a killed repeat is not silently left out of the statistics
+            if (sub / STEPS_FILE).is_file() and not (sub / "metrics.json").is_file():
+                _refuse_killed(sub)
         if found:
             return found
         raise CompareInputError(
@@ -168,6 +200,7 @@ def check_compatible(current: list[Run], baseline: list[Run]) -> None:
 
 def worst_status(runs: list[Run]) -> str:
     return max((r.status for r in runs), key=STATUS_ORDER.index)
+
 
 def usable_baselines(current: Path, baselines: list[Path]) -> tuple[list[Path], list[str]]:
     """The baseline files compare can use with the `current` run, and why each other one cannot.
