@@ -162,3 +162,34 @@ def trained(tmp_path_factory):
         return cache[key]
 
     return train
+
+
+# Real runs that break training without a NaN, each the shortest that shows it (the shipped config with
+# one change): name -> (config, overrides). Baselines: `sft-base` here, and test_real's DPO A/A runs.
+DET = "train.deterministic=true"
+BROKEN = {
+    "sft-base": ("sft_embedded",),
+    "sft-collapse": ("sft_embedded", "train.learning_rate=1e3"),  # loss 1.4e7 at step 2, then uniform output
+    "sft-low-lr": ("sft_embedded", "train.learning_rate=1e-6"),  # the loss barely moves
+    # With the sigmoid loss TRL 1.12 ignores label_smoothing; the aot loss at 0.5 has zero gradient.
+    "dpo-no-gradient": ("dpo_embedded", DET, "dpo.loss_type=aot", "dpo.extra_args.label_smoothing=0.5"),
+}
+
+
+@pytest.fixture(scope="session")
+def broken(trained):
+    """broken(name) -> the run directory of one of the BROKEN runs (trained once per session, on first use)."""
+    return lambda name: trained(name, *BROKEN[name])
+
+
+@pytest.fixture(scope="session")
+def dpo_stopped(trained):
+    """A deterministic DPO run that crashes after step 11 of 30 (a real exception inside training)."""
+    from transformers import TrainerCallback
+
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 11:
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    return trained("dpo-stopped", "dpo_embedded", DET, callbacks=[StopAt()])

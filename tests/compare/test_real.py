@@ -41,7 +41,7 @@ def test_identical_reruns_pass(compare, dpo_aa):
     det = r.check("correctness.deterministic")
     assert det["status"] == "pass" and det["details"]["bitwise_identical"], det["reason"]
     for cid in ("invariant.dpo.initial_loss", "stability.nan_inf", "stability.loss_divergence",
-                "stability.grad_norm", "rl.dpo.reward_accuracy", "rl.dpo.margins", "memory.cpu_rss_anon_peak"):
+                "stability.grad_norm", "stability.collapse", "stability.learning", "rl.dpo.reward_accuracy", "rl.dpo.margins", "memory.cpu_rss_anon_peak"):
         assert r.status(cid) == "pass", (cid, r.check(cid)["reason"])
     assert r.doc["current"]["runs"] == 2 and r.doc["baseline"]["runs"] == 2
 
@@ -143,3 +143,54 @@ def test_calibrate_bad_input(capsys):
     assert "at least 2 runs" in capsys.readouterr().err
     assert canary_main(["calibrate", "no_such_config.yaml", "--runs", "2"]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+# -- broken without a NaN: a config difference excuses a curve's shape, not an unhealthy run ------------
+
+
+def test_a_collapsed_sft_run_fails_whatever_the_config_says(compare, broken):
+    r = compare(broken("sft-collapse"), broken("sft-base"))
+    assert r.code == 1 and r.doc["verdict"] == "fail"
+    c = r.check("stability.collapse")
+    assert c["status"] == "fail" and c["step"] == 2, c["reason"]
+    assert "a uniform distribution over ~512 tokens" in c["reason"] and "gradient norm is 0" in c["reason"]
+    assert r.status("stability.nan_inf") == "pass"  # every value is finite
+    assert r.status("correctness.loss_curve") == "warn"  # the curve's shape is excused by the config
+    assert r.doc["diagnosis"][0]["cause"] == \
+        "The learning rate was raised (0.001 -> 1000) and training collapsed (no NaN)"
+    r = compare(broken("sft-collapse"), "--no-baseline")
+    assert r.status("stability.collapse") == "fail" and r.code == 1
+
+
+def test_runs_that_do_not_learn_fail_whatever_the_config_says(compare, broken, dpo_aa):
+    r = compare(broken("sft-low-lr"), broken("sft-base"))
+    assert r.code == 1 and r.status("stability.learning") == "fail", r.check("stability.learning")["reason"]
+    assert r.status("stability.collapse") == "pass"
+    assert r.doc["diagnosis"][0]["cause"].startswith("The learning rate was lowered (0.001 -> 1e-06")
+    assert compare(broken("sft-low-lr"), "--no-baseline").status("stability.learning") == "fail"
+    _, base = dpo_aa
+    r = compare(broken("dpo-no-gradient"), *base)
+    c = r.check("stability.learning")
+    assert c["status"] == "fail" and "no signal learned 25% of the baseline's progress" in c["reason"], c["reason"]
+    assert r.doc["diagnosis"][0]["cause"] == \
+        "The model is not learning since dpo.extra_args.label_smoothing: None -> 0.5"
+    assert compare(broken("dpo-no-gradient"), "--no-baseline").status("stability.learning") == "fail"
+    # the healthy baseline passes both without a baseline of its own
+    r = compare(broken("sft-base"), "--no-baseline")
+    assert r.doc["verdict"] == "no-baseline" and r.code == 0, r.out
+
+
+def test_a_run_stopped_at_step_11_is_compared_only_where_both_sides_have_steps(compare, dpo_stopped, dpo_aa):
+    _, base = dpo_aa
+    r = compare(dpo_stopped, *base)
+    assert r.doc["current"]["steps_completed"] == 11
+    for cid in ("rl.dpo.margins", "rl.dpo.reward_accuracy"):
+        c = r.check(cid)
+        assert c["status"] == "skip" and c["reason"] == "not compared: run stopped at step 11/30", c["reason"]
+    assert r.status("stability.learning") == "pass"  # steps 1-11 on both sides
+    # the curves compare the steps both have: 1-10 (the crash came before step 11's loss was logged)
+    assert r.check("correctness.loss_curve")["details"]["steps_compared"] == 10
+    bad = [c["id"] for c in r.doc["checks"] if c["status"] == "fail" and c["category"] != "performance"]
+    assert bad == ["run.status"], r.out
+    assert r.doc["diagnosis"][0]["cause"] == "The run crashed (RuntimeError)"
+    assert not any("Preference learning" in d["cause"] for d in r.doc["diagnosis"]), r.doc["diagnosis"]
