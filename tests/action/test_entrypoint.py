@@ -259,7 +259,7 @@ def test_a_502_then_success_is_retried(run_action, fake, seed_run, twin):
     result = run_action(event_name="pull_request", event=pr_event(fake.repo),
                         inputs={"metrics": str(seed_run), "baseline": f"path:{twin.parent}"})
     assert result.returncode == 0, result.log
-    assert "answered 502" in result.log
+    assert "got 502" in result.log  # a POST that may have landed is looked for, then posted again
     assert only_check_run(fake)["conclusion"] == "success"
     assert len(our_comments(fake)) == 1
     assert len(fake.calls("POST", r"/check-runs$")) == 2 and len(fake.calls("POST", r"/comments$")) == 2
