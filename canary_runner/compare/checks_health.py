@@ -284,9 +284,15 @@ def collapse_check(ctx: Context) -> Check:
     if limit.max is not None and ctx.training_type in LOSS_TRENDED_TYPES:
         chk.threshold, chk.threshold_kind = limit.max, "absolute"
     if not found:
-        what = ["no loss spike, no pinned loss" if ctx.training_type in LOSS_TRENDED_TYPES else "",
-                "no vanished gradients", "no accuracy stuck at 0" if ctx.training_type in ACCURACY else ""]
-        return chk.set("pass", ", ".join(w for w in what if w))
+        logged = set().union(*(r.series for r in ctx.current))
+        what = [("no loss spike, no pinned loss", ctx.training_type in LOSS_TRENDED_TYPES and "loss" in logged),
+                ("no vanished gradients", "grad_norm" in logged),
+                ("no accuracy stuck at 0", ACCURACY.get(ctx.training_type) in logged)]
+        seen = [text for text, ok in what if ok]
+        if not seen:
+            return chk.skip(f"nothing to read: {ctx.training_type} logs no grad_norm" +
+                            ("" if ctx.training_type in LOSS_TRENDED_TYPES else " and its loss is no health signal"))
+        return chk.set("pass", ", ".join(seen))
     run, signs = min(found, key=lambda f: f[1][0][0])
     chk.step = signs[0][0]
     chk.details = {"run": run.id, "signs": [text for _, text in signs]}
