@@ -316,11 +316,12 @@ LEARNING_SIGNALS = {
 }
 
 
-def progress(run: Run, metric: str, sign: int, last: float = math.inf) -> tuple[float, tuple[float, float], float] | None:
+def progress(run: Run, metric: str, sign: int, confidence: float,
+             last: float = math.inf) -> tuple[float, tuple[float, float], float] | None:
     """How far `metric` moved the learning way over the run, up to step `last`: the Theil-Sen rise,
     signed so that learning is positive, with its interval, and the fitted start."""
     pts = [p for p in run.finite_points(metric) if p[0] <= last]
-    tr = trend([p[0] for p in pts], [p[1] for p in pts])
+    tr = trend([p[0] for p in pts], [p[1] for p in pts], confidence)
     if tr is None:
         return None
     lo, hi = sorted((sign * tr.rise_ci[0], sign * tr.rise_ci[1]))
@@ -332,14 +333,14 @@ def _judge_progress(value: float, ci: tuple[float, float], need: float) -> str:
 
 
 def _loss_decline(ctx: Context, limit) -> tuple[str, str] | None:
-    """Without a baseline: the loss must fall by `min` of its start over the run (every run)."""
+    """With or without a baseline: the loss must fall by `min` of its start over the run (every run)."""
     if limit.min is None:
         return None
     if any(r.info["steps_completed"] < r.info["steps_planned"] for r in ctx.current):
         return None  # a run cut short is judged against the baseline's same steps only
     worst = None
     for run in ctx.current:
-        p = progress(run, "loss", -1)
+        p = progress(run, "loss", -1, ctx.confidence)
         if p is None or abs(p[2]) < 1e-12:
             continue
         rel = (p[0] / abs(p[2]), (p[1][0] / abs(p[2]), p[1][1] / abs(p[2])), p[2])
@@ -364,8 +365,8 @@ def _vs_baseline(ctx: Context, limit) -> tuple[str, str, list[dict]] | None:
     last = ctx.last_common_step
     rows = []
     for metric, sign in LEARNING_SIGNALS[ctx.training_type]:
-        base = [p for p in (progress(r, metric, sign, last) for r in ctx.baseline) if p is not None]
-        cur = [p for p in (progress(r, metric, sign, last) for r in ctx.current) if p is not None]
+        base = [p for p in (progress(r, metric, sign, ctx.confidence, last) for r in ctx.baseline) if p is not None]
+        cur = [p for p in (progress(r, metric, sign, ctx.confidence, last) for r in ctx.current) if p is not None]
         if not base or not cur or not all(b[1][0] > 0 for b in base):
             continue
         ref = statistics.median(b[0] for b in base)
