@@ -341,10 +341,17 @@ def fmt_json(value: Any, max_chars: int = 200) -> Md:
 def marker(config_name: str) -> str:
     """The hidden marker that identifies the canary's PR comment for one config.
 
-    Anything outside [A-Za-z0-9._-] (and other letters/digits) becomes `_`, so no name can close
-    the HTML comment or forge another marker.
+    One line, one per name: anything outside letters, digits and `._-` becomes `_`, so no name can
+    close the HTML comment, span lines or forge another marker; a name that needed that also gets a
+    digest of itself, so two names never share a marker (`a b` and `a_b` are different configs).
+    The comment is matched by this exact first line (github.publish.sticky_marker is the same).
     """
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in str(config_name))
+    import hashlib
+
+    name = str(config_name)
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+    if safe != name:
+        safe += ".x" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return f"<!-- rlhf-canary:config={safe} -->"
 
 

@@ -7,12 +7,12 @@ published and what fell back, and logs one clear line about it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 from .client import GitHubClient, GitHubError, PermissionDenied, ServerError, is_outage
 
@@ -32,9 +32,14 @@ POST_ATTEMPTS = 3  # a create that may have landed is looked for, then posted ag
 
 
 def sticky_marker(config_name: str) -> str:
-    """The hidden marker that identifies the canary's comment for one config: one line, and one per
-    name (percent-encoding is injective, and leaves nothing that could close the HTML comment)."""
-    return f"<!-- rlhf-canary:config={quote(str(config_name), safe='._-')} -->"
+    """The hidden marker that identifies the canary's comment for one config (report.marker's rule):
+    one line, nothing that could close the HTML comment, and one per name: a name whose characters
+    had to be replaced also carries a digest of itself."""
+    name = str(config_name)
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+    if safe != name:
+        safe += ".x" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"<!-- rlhf-canary:config={safe} -->"
 
 
 def first_line(body: str | None) -> str:

@@ -27,7 +27,7 @@ def _annotations(n):
 
 
 def test_marker_is_hidden_safe_and_one_per_name():
-    assert sticky_marker("sft tiny-->x") == "<!-- rlhf-canary:config=sft%20tiny--%3Ex -->"
+    assert sticky_marker("sft tiny-->x").startswith("<!-- rlhf-canary:config=sft_tiny--_x.x")
     assert sticky_marker("dpo_embedded") == "<!-- rlhf-canary:config=dpo_embedded -->"
     # Names that used to collapse onto one marker get one each.
     assert len({sticky_marker(n) for n in ("a b", "a_b", "a/b", "a%20b")}) == 4

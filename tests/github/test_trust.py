@@ -267,3 +267,12 @@ def test_a_connection_failure_is_an_outage_that_may_have_written_only_once_sent(
     with pytest.raises(ServerError) as err:
         c.post_json("/repos/o/r/issues/1/comments", {"body": "x"})
     assert err.value.status == 0 and not err.value.maybe_written  # refused: never sent
+
+
+def test_the_reports_marker_is_the_one_publish_matches_and_one_per_name():
+    from canary_runner.report import marker
+
+    names = ("dpo_embedded", "a b", "a_b", "a/b", "a%20b", "x\n-->y")
+    assert [marker(n) for n in names] == [sticky_marker(n) for n in names]
+    assert len({marker(n) for n in names}) == len(names)
+    assert all("\n" not in marker(n) and marker(n).count("-->") == 1 for n in names)

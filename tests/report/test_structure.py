@@ -198,7 +198,8 @@ def test_marker():
     assert report.marker("dpo_embedded") == "<!-- rlhf-canary:config=dpo_embedded -->"
     evil = report.marker("x --> <img src=x> <!-- rlhf-canary:config=y")
     assert evil.count("-->") == 1 and evil.endswith(" -->") and "<img" not in evil
-    assert report.marker("a\nb") == "<!-- rlhf-canary:config=a_b -->"
+    assert report.marker("a\nb").startswith("<!-- rlhf-canary:config=a_b.x")  # one line, and not a_b's marker
+    assert report.marker("a\nb") != report.marker("a_b") != report.marker("a b")
     assert report.marker("a") != report.marker("b")
 
 
