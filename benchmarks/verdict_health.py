@@ -12,7 +12,7 @@ one 1000x too low, a DPO loss whose gradient is zero), compared the same two way
 that does not fail there is a miss.
 
     python benchmarks/verdict_health.py [--configs sft_embedded dpo_embedded ...] [--reruns 2] [--seeds 3]
-                                        [--json-out FILE]
+                                        [--json-out FILE] [--work DIR]
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ REGRESSIONS = {
 
 
 def train(out: Path, config: str, sets: list[str]) -> Path:
+    if (out / "metrics.json").exists():  # kept from an earlier call with the same --work
+        return out
     cmd = [sys.executable, "-m", "canary_runner.cli", "run", config, "-o", str(out), "--no-progress"]
     for s in sets:
         cmd += ["--set", s]
@@ -73,11 +75,12 @@ def main(argv=None) -> int:
     parser.add_argument("--reruns", type=int, default=2, help="unchanged reruns per config")
     parser.add_argument("--seeds", type=int, default=3, help="reruns with another seed per config")
     parser.add_argument("--json-out", metavar="FILE")
+    parser.add_argument("--work", metavar="DIR", help="keep the runs here and reuse them on the next call")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory(prefix="verdict-health-") as tmp:
-        root = Path(tmp)
+        root = Path(args.work or tmp)
         base = {}
         for config in dict.fromkeys(args.configs + [c for c, _, _ in REGRESSIONS.values()]):
             base[config] = train(root / config / "base", config, [])
