@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import datetime, timezone
 from importlib import import_module
 from pathlib import Path
 
+from . import logsafe
 from .config import ConfigError, load_config
 from .runner import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_OK
 
@@ -187,10 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # In a GitHub Actions step, names and reasons printed from runs (a fork's artifact, say) must not
+    # become workflow commands: everything printed goes through logsafe (the CLI issues no commands).
+    guard = os.environ.get("GITHUB_ACTIONS") == "true" and not isinstance(sys.stdout, logsafe.SafeStream)
+    raw = sys.stdout, sys.stderr
+    if guard:
+        sys.stdout, sys.stderr = logsafe.SafeStream(raw[0]), logsafe.SafeStream(raw[1])
     try:
         return args.func(args)
     except KeyboardInterrupt:
         return fail("interrupted", EXIT_CRASHED)
+    finally:
+        if guard:
+            logsafe.flush_streams(sys.stdout, sys.stderr)
+            sys.stdout, sys.stderr = raw
 
 
 if __name__ == "__main__":

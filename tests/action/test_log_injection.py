@@ -141,3 +141,21 @@ def test_a_schema_error_quoting_a_hostile_value_injects_no_command(run_action, f
     assert result.returncode == 2, result.log
     executed = assert_no_injection(result)
     assert any(name == "error" and "hardware_key" in data for name, data in executed)
+
+
+def test_the_canary_cli_in_a_workflow_step_injects_no_command(tmp_path, seed_run):
+    """`canary compare` run in a workflow's own step on a hostile run prints its names as text."""
+    import os
+    import subprocess
+    import sys
+
+    record = results.load_metrics(seed_run)
+    record["run"]["config_name"] = hostile("dpo", ("::error::INJECTED", "::add-mask::INJECTED"))
+    results.write_json_atomic(tmp_path / "metrics.json", record)
+    env = {**os.environ, "GITHUB_ACTIONS": "true"}
+    proc = subprocess.run([sys.executable, "-m", "canary_runner.cli", "compare", str(tmp_path / "metrics.json"),
+                           "--no-baseline", "-o", str(tmp_path / "comparison.json")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "INJECTED" in proc.stdout
+    assert runner_commands(proc.stdout) == [] and runner_commands(proc.stderr) == []
