@@ -52,6 +52,7 @@ INPUT_DEFAULTS: dict[str, str] = {
     "comment": "true",
     "check-name": "",
     "comment-author": "",  # who the sticky comment is written by; default: found from the token
+    "install": "",  # the code under review: one pip argument set per line, into an overlay environment
     "fail-on": "fail",
     "output-dir": "",
 }
@@ -160,6 +161,7 @@ class Inputs:
     comment: bool = True
     check_name: str = ""
     comment_author: str = ""
+    install: list[str] = field(default_factory=list)
     fail_on: str = "fail"
     output_dir: str = ""
 
@@ -215,12 +217,23 @@ def read_inputs(env) -> Inputs:
     if mode == "update-baseline" and baseline.lower() == "none":
         problems.append("mode update-baseline stores the run as the baseline: set baseline to branch:<name>, "
                         "path:<dir> or artifact:<name>")
+    install_text = _input(env, "install")
+    if install_text:
+        from .userenv import InstallError, parse_lines
+
+        try:
+            parse_lines(install_text)
+        except InstallError as exc:
+            problems.append(f"install: {exc}")
+        if metrics:
+            problems.append("install has nothing to install into: metrics is given, so nothing is trained")
     token = _input(env, "github-token") or None
     if problems:
         raise InputError(*problems)
     return Inputs(config=config, tier=tier, baseline=baseline, mode=mode, metrics=metrics,
                   thresholds=_input(env, "thresholds"), token=token, comment=comment_text in _TRUE,
                   check_name=_input(env, "check-name"), comment_author=_input(env, "comment-author"),
+                  install=install_text.splitlines() if install_text else [],
                   fail_on=fail_on, output_dir=_input(env, "output-dir"))
 
 
@@ -505,10 +518,16 @@ class Action:
                     log.info("step %s/%s  loss %s  %.0f ms/step", step, cfg.train.max_steps, loss_text, ms)
 
             rel_config = workspace_relative(self.config_path)
+            from .plugins import use_workspace, workspace_of
+
+            use_workspace(workspace_of(self.config_path))  # the config's import strings resolve there
             try:
                 from .distributed import run_canary
 
-                record, _ = run_canary(cfg, self.out_dir, config_path=rel_config, on_step=on_step)
+                if self.inputs.install:
+                    record = self.run_installed(rel_config)
+                else:
+                    record, _ = run_canary(cfg, self.out_dir, config_path=rel_config, on_step=on_step)
             except SetupError as exc:
                 if _hub_unreachable(exc):  # not the config's fault: a network failure, exit 3
                     raise RuntimeError(f"{rel_config}: the run could not start, a network failure: {exc}. "
@@ -527,6 +546,38 @@ class Action:
             self.wf.error(f"the canary run {status} after {steps} step(s): {err.get('type') or ''}: "
                           f"{err.get('message') or ''}".rstrip(": "), title=f"rlhf-canary: run {status}")
         return record
+
+    def run_installed(self, rel_config: str) -> dict:
+        """The `install` input: install the code under review into an overlay environment on top of the
+        image's, then train there, in a child `canary run` whose output is logged as data."""
+        import json
+        import shutil
+        import tempfile
+
+        from . import userenv
+        from .collect.env import INSTALL_ENV
+        from .results import MetricsFileError, load_metrics
+
+        tmp = tempfile.mkdtemp(prefix="canary-env-")
+        try:
+            try:
+                overlay = userenv.install(userenv.create(tmp), self.inputs.install)
+            except userenv.InstallError as exc:
+                raise InputError(f"install: {exc}") from None
+            log.info("installed in an overlay environment: %s", userenv.describe(overlay.changed))
+            cmd = [str(overlay.python), "-m", "canary_runner.cli", "run", str(self.config_path),
+                   "-o", str(self.out_dir), "--no-progress"]
+            code, tail = _run_logged(cmd, env=_child_env() | {INSTALL_ENV: json.dumps(overlay.record())})
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if code == EXIT_BAD_INPUT:
+            errors = [line.removeprefix("canary: error: ") for line in tail if line.startswith("canary: error: ")]
+            raise InputError(*(errors or [f"{rel_config}: the run refused its input (exit 2)"]))
+        try:
+            return load_metrics(self.out_dir)
+        except MetricsFileError as exc:
+            raise RuntimeError(f"the run in the overlay environment left no usable record (exit {code}): {exc}; "
+                               f"its last output: {' | '.join(tail[-5:])}") from None
 
     # ------------------------------------------------------------------------------ baseline
     def fetch_baseline(self, record: dict) -> list[Path]:
@@ -859,6 +910,28 @@ def _write_text(path: Path, text: str) -> None:
     from .results import write_atomic
 
     write_atomic(path, text)  # 0644: the next step (upload-artifact) runs as another user
+
+
+def _run_logged(cmd: list[str], env: dict[str, str], keep: int = 40) -> tuple[int, list[str]]:
+    """Run `cmd`, logging each line of its output as data (never as a workflow command), with SIGTERM
+    and SIGINT passed on. Returns the exit code and the last `keep` lines."""
+    import collections
+    import signal
+
+    tail: collections.deque[str] = collections.deque(maxlen=keep)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                            env=env)
+    previous = {s: signal.signal(s, lambda signum, _f: proc.send_signal(signum))
+                for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            tail.append(line)
+            log.info("%s", line)
+        return proc.wait(), list(tail)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def _child_env() -> dict[str, str]:

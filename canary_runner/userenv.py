@@ -74,7 +74,8 @@ def _python(root: Path) -> Path:
 
 
 def packages(python: Path | str) -> dict[str, str]:
-    proc = subprocess.run([str(python), "-c", _LIST_PACKAGES], capture_output=True, text=True, timeout=120)
+    # -I: not the working directory (a source checkout holds its own .egg-info) nor PYTHON* variables.
+    proc = subprocess.run([str(python), "-I", "-c", _LIST_PACKAGES], capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         raise InstallError(f"cannot list the packages of {python}: {proc.stderr.strip()[-500:]}")
     return json.loads(proc.stdout)

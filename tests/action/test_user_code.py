@@ -1,0 +1,56 @@
+"""The action runs the code under review: `install:` puts the user's repository into an overlay
+environment, the config's plug points name its trainer, and a regression in that code fails the PR."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from .conftest import HEAD_SHA, PR_NUMBER, pr_event
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "user-repo"
+
+
+def checkout_user_repo(workspace: Path, *, sign_slip: bool) -> None:
+    """What actions/checkout leaves in the workspace: the user's repository, here with the PR's change."""
+    shutil.copytree(EXAMPLE, workspace, dirs_exist_ok=True)
+    if sign_slip:
+        trainer = workspace / "acme_rlhf" / "trainers.py"
+        old = "        return (loss, outputs) if return_outputs else loss"
+        assert old in trainer.read_text()
+        trainer.write_text(trainer.read_text().replace(old, "        loss = -loss\n" + old))
+
+
+def test_a_regression_in_the_installed_user_code_fails_the_pr(run_action, fake):
+    checkout_user_repo(run_action.workspace, sign_slip=True)
+    result = run_action(event_name="pull_request", event=pr_event(fake.repo),
+                        inputs={"config": "canary/dpo.yaml", "baseline": "none",
+                                # no build isolation: the overlay builds with the stack's own setuptools, offline
+                                "install": "--no-build-isolation -e .\n"})
+    assert result.returncode == 1, result.log
+    assert result.outputs["verdict"] == "fail"
+    assert "invariant.dpo.initial_loss" in result.outputs["failed-checks"].split(",")
+    check = next(iter(fake.check_runs.values()))
+    assert check["conclusion"] == "failure" and check["head_sha"] == HEAD_SHA
+    assert len(fake.comments.get(PR_NUMBER, [])) == 1
+    record = json.loads(result.path("metrics-path").read_text())
+    assert record["config"]["trainer"]["class"] == "acme_rlhf.trainers:AcmeDPOTrainer"
+    assert {"name": "acme-rlhf", "old": None, "new": "0.1.0"} in record["env"]["install"]["changed"]
+    assert record["env"]["packages"]["acme-rlhf"] == "0.1.0"
+    assert "installed in an overlay environment: acme-rlhf (new) 0.1.0" in result.stdout
+
+
+def test_a_failing_install_is_bad_input_with_pips_reason_and_nothing_trained(run_action, fake):
+    checkout_user_repo(run_action.workspace, sign_slip=False)
+    (run_action.workspace / "not-a-project").mkdir()
+    result = run_action(event_name="pull_request", event=pr_event(fake.repo),
+                        inputs={"config": "canary/dpo.yaml", "baseline": "none", "install": "-e ./not-a-project"})
+    assert result.returncode == 2, result.log
+    assert result.outputs["verdict"] == "error"
+    errors = result.commands("error")
+    assert any("install: install line '-e ./not-a-project' failed (pip exit 1)" in e
+               and "does not appear to be a Python project" in e for e in errors), errors
+    check = next(iter(fake.check_runs.values()))
+    assert check["conclusion"] == "failure" and "does not appear to be a Python project" in check["output"]["summary"]
+    assert not list(run_action.workspace.glob("canary-results/*/metrics.json"))
