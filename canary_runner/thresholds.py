@@ -175,8 +175,11 @@ def load_thresholds(path: str | Path) -> Thresholds:
     if not path.is_file():
         raise ThresholdsError(f"{path}: thresholds file not found. Write one with `canary calibrate` "
                               "or see canary_runner/compare/defaults.yaml for the keys.")
+    from .config import load_yaml, read_text_file  # config imports this module: import here
+
+    text = read_text_file(path, "thresholds file", ThresholdsError)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(text)  # a key given twice is an error, as in configs
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -98,3 +98,15 @@ def test_calibration_measures_the_spread_and_leaves_out_one_disturbed_run(tmp_pa
     assert rows["correctness.loss_curve"][0] is None  # identical curves: the default band stands
     written = yaml.safe_load(render(runs, 1.5, "smoke"))
     assert parse_thresholds(written, "calibrated").checks["perf.step_time"].relative == 0.091
+
+
+def test_thresholds_file_with_a_duplicate_key_is_an_error(tmp_path):
+    from canary_runner.thresholds import ThresholdsError, load_thresholds
+
+    path = tmp_path / "t.yaml"
+    path.write_text("checks:\n  perf.step_time: {relative: 0.1}\n  perf.step_time: {relative: 0.5}\n")
+    with pytest.raises(ThresholdsError, match="perf.step_time"):
+        load_thresholds(path)
+    path.write_bytes(b"checks: {}\n\xff\xfe")
+    with pytest.raises(ThresholdsError, match="not a UTF-8 text file"):
+        load_thresholds(path)
