@@ -42,9 +42,14 @@ def run_canary(cfg, out_dir: Path, config_path: str | None = None, on_step=None)
 def launch(cfg, out_dir: Path, config_path: str | None, on_step=None) -> tuple[dict, int]:
     """Run `cfg` under torchrun with `cfg.distributed.nproc_per_node` processes; returns the merged record."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     resolved = out_dir / "config.resolved.yaml"
-    resolved.write_text(yaml.safe_dump(cfg.resolved(), sort_keys=False))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        resolved.write_text(yaml.safe_dump(cfg.resolved(), sort_keys=False))
+    except OSError as e:  # nothing has run yet: a usage error, said plainly
+        from .runner import SetupError
+
+        raise SetupError(f"{out_dir} cannot be written ({e.strerror or e}); pass a writable -o / output-dir") from None
     n = cfg.distributed.nproc_per_node
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
            "-m", "canary_runner.distributed", str(resolved), str(out_dir), config_path or str(resolved)]

@@ -127,3 +127,15 @@ def test_compare_recognises_a_killed_run(tmp_path, configs_dir, capsys):
         err = capsys.readouterr().err
         assert f"the run was killed at step {last}" in err and str(out / "steps.jsonl") in err
         assert "Traceback" not in err
+
+
+def test_distributed_run_into_a_file_is_a_usage_error(tmp_path):
+    """torchrun is never started when its output folder cannot be made: exit 2, the path named."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    proc = subprocess.run([sys.executable, "-m", "canary_runner.cli", "run", "sft_embedded", "--no-progress",
+                           "--set", "distributed.nproc_per_node=2", "-o", str(blocker / "run")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert f"{blocker / 'run'} cannot be written (Not a directory); pass a writable -o" in proc.stderr
+    assert "Traceback" not in proc.stderr
