@@ -237,9 +237,13 @@ def _device(trainer):
 def _instrument(trainer, collector, ttype: str) -> None:
     """What the canary's own adapters add per training type, where this trainer has it."""
     if ttype == "ppo":
+        from ..trainers.ppo import _sequences
+
         generator = trainer.model.policy if hasattr(trainer.model, "policy") else None
+        pad = getattr(getattr(trainer, "processing_class", None), "pad_token_id", None)
         if generator is not None:
-            collector.time_method(generator, "generate", "generation")
+            collector.time_method(generator, "generate", "generation",
+                                  count=None if pad is None else (lambda out: int((_sequences(out) != pad).sum())))
         if getattr(trainer, "optimizer", None) is not None:
             collector.watch_grad_norm(trainer.optimizer)  # PPO neither clips nor logs it
         return
