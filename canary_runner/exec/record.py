@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import results
-from ..distributed import _STATUS_ORDER, merge, rank_dir
+from ..distributed import _STATUS_ORDER, merge
 from .attach import suffix
 
 
