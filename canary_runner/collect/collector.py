@@ -14,6 +14,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -38,7 +39,7 @@ def _scalar(v):
 
 def count_tokens(inputs) -> int:
     """Tokens actually processed in one micro-batch: non-padding positions, from the batch itself."""
-    if not isinstance(inputs, dict):
+    if not isinstance(inputs, Mapping):  # transformers' collators return BatchEncoding, not a dict
         return 0
     if "attention_mask" in inputs:
         masks = [inputs["attention_mask"]]

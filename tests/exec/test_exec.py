@@ -121,6 +121,7 @@ def test_sigterm_interrupts_the_run_and_keeps_its_steps(tmp_path):
     # A plain transformers Trainer: a custom training type, the loss still recorded.
     assert rec["run"]["training_type"] == "custom" and rec["config"]["exec"]["trainer"] == "transformers.trainer.Trainer"
     assert all(isinstance(v, float) for v in rec["series"]["loss"])
+    assert all(n > 0 for n in rec["series"]["tokens"])  # its collator's batches are BatchEncodings
     assert "interrupted" in stdout
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
 
