@@ -638,8 +638,15 @@ class Action:
             log.info("%s", line)
         self.wf.endgroup()
         if proc.returncode not in (0, 1) or not out.is_file():
-            raise RuntimeError(f"canary compare failed (exit {proc.returncode}): "
-                               f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:] or ['no output']}")
+            last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            if baselines:
+                # Something in the baseline that the checks in fetch_baseline let through: compare
+                # without it rather than fail the run under test (if the run itself is the problem,
+                # the comparison without a baseline fails too, and that is reported).
+                self.wf.warning(f"baseline {self.spec} is not usable, comparing without it: compare with it "
+                                f"failed (exit {proc.returncode}): {last[0]}", title="rlhf-canary: no usable baseline")
+                return self.compare(current, [])
+            raise RuntimeError(f"canary compare failed (exit {proc.returncode}): {last}")
         return out
 
     # ----------------------------------------------------------------------- report and publish

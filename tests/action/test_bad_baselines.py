@@ -90,7 +90,6 @@ def test_a_corrupt_member_beside_a_good_metrics_json_is_not_trusted(run_action, 
     ({"type": "symlink", "target": "/etc/passwd", "name": "metrics.json", "path": "x", "sha": "0" * 40,
       "size": 11}, "answered a 'symlink' entry"),
     ([{"type": "file", "name": "a.json", "path": "a.json", "sha": "0" * 40}], "is a directory"),
-    ("<html>maintenance</html>", "not a JSON object"),
 ])
 def test_an_unexpected_contents_api_answer_is_no_usable_baseline(run_action, fake, seed_run, body, words):
     fake.put_file(BRANCH, f"{CONFIG}/{hardware_key(seed_run)}/metrics.json", seed_run.read_bytes())
@@ -150,3 +149,15 @@ def test_a_symlinked_file_in_a_path_baseline_is_not_read(run_action, fake, seed_
                         inputs={"metrics": str(seed_run), "baseline": "path:store"})
     assert_compared_without_a_baseline(result, "leads outside the workspace")
     assert not (result.workspace / f"canary-results/{CONFIG}/baseline").exists()
+
+
+def test_a_baseline_compare_cannot_take_still_leaves_the_run_compared(run_action, fake, seed_run):
+    """The last line of defence: whatever compare refuses in a baseline that the loading checks let
+    through (here a recorded config that is not one canary config) means comparing without it."""
+    record = json.loads(copy_run(seed_run, run_action.root / "odd").read_text())
+    record["config"]["seed"] = {"not": "a seed"}
+    (run_action.workspace / "odd").mkdir()
+    (run_action.workspace / "odd" / "metrics.json").write_text(json.dumps(record))
+    result = run_action(event_name="pull_request", event=pr_event(fake.repo),
+                        inputs={"metrics": str(seed_run), "baseline": "path:odd"})
+    assert_compared_without_a_baseline(result, "compare with it failed (exit 2)")
