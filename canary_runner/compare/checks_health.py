@@ -512,6 +512,50 @@ def level_check(ctx: Context, check_id: str, metric: str, title: str, direction:
                     "no baseline to compare with, and no absolute limit (max/min) set")
 
 
+CONSTANT_STD = 1e-9  # below this a reward function's spread over a step's completions is "none"
+
+
+def reward_func_collapse_check(ctx: Context) -> Check:
+    """Each GRPO/RLOO reward function's spread over a step's completions (`rewards/<fn>/std`). A function
+    that gives every completion the same score at every step has stopped scoring (a constant return, an
+    exception swallowed into a default): the summed reward may still vary through the other functions,
+    so the reward-level checks can miss it."""
+    t = ctx.training_type
+    chk = Check(f"rl.{t}.reward_func_collapse", "rl_health", "Reward functions still score", "rewards/*/std",
+                "higher_is_better", None)
+    if not ctx.limit(chk.id).enabled:
+        return chk.skip("disabled by thresholds")
+    names = sorted({k[len("rewards/"):-len("/std")] for r in ctx.current for k in r.series
+                    if k.startswith("rewards/") and k.endswith("/std")})
+    if not names:
+        return chk.skip("no reward function's spread is logged (rewards/<fn>/std)")
+
+    def spreads(runs, fn):
+        return [v for r in runs for _, v in r.finite_points(f"rewards/{fn}/std")]
+
+    dead, constant_before = [], []
+    for fn in names:
+        cur = spreads(ctx.current, fn)
+        if not cur or max(cur) > CONSTANT_STD:
+            continue
+        base = spreads(ctx.baseline, fn) if ctx.has_baseline else []
+        if base and max(base) <= CONSTANT_STD:
+            constant_before.append(fn)  # constant in the baseline too: not this change
+        else:
+            dead.append((fn, len(cur), statistics.fmean(base) if base else None))
+    chk.current, chk.n_current = float(len(dead)), len(names)
+    if not dead:
+        note = f" ({', '.join(constant_before)} constant in the baseline too)" if constant_before else ""
+        return chk.set("pass", f"all {len(names)} reward function(s) give varying scores{note}")
+    parts = [f"{fn} gives every completion the same score at all {n} steps (std 0"
+             + (f"; baseline mean std {fmt(b)})" if b is not None else ")") for fn, n, b in dead]
+    varied_before = any(b is not None for _, _, b in dead)
+    chk.details = {"constant": [fn for fn, _, _ in dead]}
+    return chk.set("fail" if varied_before else "warn",
+                   "; ".join(parts) + ": it has stopped scoring, so it gives the policy no learning signal"
+                   + ("" if varied_before else " (warning only: no baseline shows that it used to vary)"))
+
+
 def kl_growth_check(ctx: Context) -> Check:
     chk = Check("rl.ppo.kl_growth", "rl_health", "KL growth over the run", "objective/kl", "lower_is_better", "nats")
     limit = ctx.limit(chk.id)
@@ -630,6 +674,7 @@ def rl_checks(ctx: Context) -> list[Check]:
         out.insert(3, entropy_collapse_check(ctx))
         out.append(value_loss_explosion_check(ctx))
     if t in ("grpo", "rloo"):
+        out.insert(3, reward_func_collapse_check(ctx))
         beta = ctx.cur0.setting(f"{t}.beta")
         for c in out:
             if c.id == f"rl.{t}.kl" and c.status == "skip" and beta == 0:

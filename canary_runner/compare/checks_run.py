@@ -56,7 +56,19 @@ def diff(base: dict, cur: dict) -> list[dict]:
 
 def env_changes(base: Run, cur: Run) -> list[dict]:
     return [{"field": d["path"], "baseline": d["baseline"], "current": d["current"],
-             **({"absent": d["absent"]} if "absent" in d else {})} for d in diff(base.env, cur.env)]
+             **({"absent": d["absent"]} if "absent" in d else {})} for d in diff(_with_replaced(base, cur), cur.env)]
+
+
+def _with_replaced(base: Run, cur: Run) -> dict:
+    """The baseline's env, plus the versions an install on the current side replaced (`env.install.changed`
+    old versions) where the baseline did not fingerprint that package: `pyyaml 6.0.4 -> 6.0.2` is a
+    change of the stack, not a field one side lacks."""
+    changed = ((cur.env.get("install") or {}).get("changed")) or []
+    packages = dict(base.env.get("packages") or {})
+    for c in changed:
+        if isinstance(c, dict) and c.get("old") and c.get("name") not in packages:
+            packages[c["name"]] = c["old"]
+    return {**base.env, "packages": packages}
 
 
 def training_config_diff(ctx: Context) -> list[dict]:
