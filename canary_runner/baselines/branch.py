@@ -208,7 +208,9 @@ def _ensure_branch(client: GitHubClient, branch: str, default_branch: str | None
     default_branch = default_branch or client.get_json(client.repo_path())["default_branch"]
     head = client.get_json(client.repo_path(f"git/ref/{_ref(default_branch)}"))["object"]["sha"]
     try:
-        client.post_json(client.repo_path("git/refs"), {"ref": f"refs/heads/{branch}", "sha": head})
+        # Safe to repeat after a 5xx: a create that did land answers 422 "already exists" the second time.
+        client.post_json(client.repo_path("git/refs"), {"ref": f"refs/heads/{branch}", "sha": head},
+                         retry_server_errors=True)
     except GitHubError as exc:
         if exc.status == 422 and "already exists" in exc.message.lower():
             return False  # another job created it first

@@ -342,3 +342,12 @@ def test_path_baseline_writes_never_follow_a_symlink(tmp_path):
     write_path_baseline(ws / "store", metrics(), workspace=ws)
     assert (victim / "keep.txt").read_text() == "keep"
     assert not (folder / "metrics.json").is_symlink() and (folder / "metrics.json").read_bytes() == metrics()
+
+
+def test_branch_create_answered_502_after_it_landed_is_retried_and_found(fake, client):
+    """Creating the baseline branch is safe to repeat: the second attempt's 422 "already exists" means done."""
+    fake.fault("POST", r"/git/refs$", status=502, after_write=True)
+    result = write_branch_baseline(client, BRANCH, metrics(), commit_sha="d" * 40, timestamp="20250105T000000Z")
+    assert len(fake.calls("POST", r"/git/refs$")) == 2
+    assert not result.created_branch  # the retry found it made
+    assert fake.files[BRANCH]["sft-tiny/nvidia-h100-80gb/metrics.json"] == metrics()
