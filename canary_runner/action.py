@@ -363,6 +363,10 @@ class Action:
         self.out_dir = Path(inp.output_dir or f"canary-results/{self.config_name}")
         if self.out_dir.exists() and not self.out_dir.is_dir():
             problems.append(f"output-dir {inp.output_dir!r} exists and is not a directory")
+        elif _leaves_workspace(self.out_dir):
+            # A symlink committed in the PR (canary-results -> /etc) must not carry our writes out.
+            problems.append(f"output-dir {str(self.out_dir)!r} is inside the workspace but leads out of it through "
+                            "a symlink; remove the symlink or set output-dir to a plain directory")
 
         if self.env.get("GITHUB_REPOSITORY"):
             try:
@@ -917,6 +921,16 @@ def _write_text(path: Path, text: str) -> None:
     from .results import write_atomic
 
     write_atomic(path, text)  # 0644: the next step (upload-artifact) runs as another user
+
+
+def _leaves_workspace(path: Path) -> bool:
+    """A path that lies in the workspace (the working directory) as written, but not once symlinks are
+    followed. (An absolute path outside the workspace is the workflow's own choice and allowed.)"""
+    workspace = Path.cwd()
+    written = Path(os.path.abspath(path))
+    if not written.is_relative_to(workspace):
+        return False
+    return not written.resolve().is_relative_to(workspace.resolve())
 
 
 def _run_logged(cmd: list[str], env: dict[str, str], keep: int = 40) -> tuple[int, list[str]]:

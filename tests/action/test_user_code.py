@@ -54,3 +54,15 @@ def test_a_failing_install_is_bad_input_with_pips_reason_and_nothing_trained(run
     check = next(iter(fake.check_runs.values()))
     assert check["conclusion"] == "failure" and "does not appear to be a Python project" in check["output"]["summary"]
     assert not list(run_action.workspace.glob("canary-results/*/metrics.json"))
+
+
+def test_an_output_dir_symlinked_out_of_the_workspace_is_refused(run_action, fake, tmp_path):
+    """A PR can commit `canary-results -> /somewhere`: the action must not write through it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (run_action.workspace / "canary-results").symlink_to(outside)
+    result = run_action(event_name="pull_request", event=pr_event(fake.repo),
+                        inputs={"config": "sft_embedded", "baseline": "none"})
+    assert result.returncode == 2, result.log
+    assert any("leads out of it through a symlink" in e for e in result.commands("error"))
+    assert not any(outside.iterdir())
