@@ -57,7 +57,7 @@ step "action.yml: GitHub Actions metadata schema"
 "$VENV/bin/check-jsonschema" --builtin-schema vendor.github-actions action.yml || failed=1
 
 shopt -s nullglob
-workflows=(examples/workflows/*.yml examples/workflows/*.yaml)
+workflows=(examples/workflows/*.yml examples/workflows/*.yaml examples/user-repo/.github/workflows/*.yml)
 if [[ ${#workflows[@]} -eq 0 ]]; then
     echo "lint: no example workflows found" >&2
     failed=1
