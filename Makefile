@@ -31,12 +31,14 @@ test: install
 lint: install
 	bash scripts/lint.sh
 
-# The figures in the README (about 20 minutes on 2 CPU cores; run on an otherwise idle machine).
+# The figures in the README (an hour or so on 2 CPU cores; run on an otherwise idle machine).
 bench: install
 	$(PY) benchmarks/verdict_quality.py
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/noise.py
 	$(PY) benchmarks/time_to_verdict.py
+	$(PY) benchmarks/verdict_health.py
+	$(PY) benchmarks/exec_overhead.py
 
 clean:
 	rm -rf $(VENV) runs .cache .pytest_cache
