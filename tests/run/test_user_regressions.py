@@ -108,3 +108,21 @@ def test_constant_user_reward_trips_reward_collapse(verdicts):
     fails = failed(c)
     assert "rl.grpo.reward_func_collapse" in fails
     assert "brevity" in fails["rl.grpo.reward_func_collapse"]
+
+
+def test_the_same_regression_through_canary_exec_of_the_teams_own_script(tmp_path):
+    """train.py, unmodified, under `canary exec`: the PR's sign slip in the subclass fails the comparison."""
+    runs = {}
+    for change in (None, "loss_sign"):
+        repo = user_repo(tmp_path / (change or "base"), change)
+        out = tmp_path / f"run-{change or 'base'}"
+        proc = canary("exec", "-o", out, "--max-steps", "12", "--", sys.executable, repo / "train.py",
+                      "--out", tmp_path / "trainer-out", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs[change] = out
+    proc = canary("compare", runs["loss_sign"], runs[None], "-o", tmp_path / "cmp.json", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    c = json.loads((tmp_path / "cmp.json").read_text())
+    assert c["current"]["training_type"] == "dpo"  # AcmeDPOTrainer is a DPOTrainer: the DPO checks apply
+    fails = failed(c)
+    assert "invariant.dpo.initial_loss" in fails and {"rl.dpo.margins", "rl.dpo.reward_accuracy"} & set(fails)
