@@ -144,45 +144,59 @@ def run_command(command: list[str], out_dir: Path, launch: records.Launch, timeo
                 kill_grace_s: float = KILL_GRACE_S) -> records.Outcome:
     """Run the command to its end (or its timeout, or a signal) and say how it ended."""
     env = child_env(out_dir, launch.max_steps, launch.warmup_steps)
-    try:
-        proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, start_new_session=True)
-    except OSError as e:  # raced resolve_command, or an exec format error
-        raise UsageError(f"cannot start {command[0]!r}: {e.strerror or e}") from None
-    tee = StderrTee(proc.stderr)
-    tee.start()
     received: list[int] = []
+    started: list[subprocess.Popen] = []
 
     def forward(signum, _frame):
         received.append(signum)
+        if not started:
+            return  # not started yet: it will not be
         if len(received) > 1:  # asked twice: stop waiting for a clean exit
-            _kill_group(proc)
+            _kill_group(started[0])
             return
         try:
-            proc.send_signal(signum)
+            started[0].send_signal(signum)
         except ProcessLookupError:
             pass
 
+    # Handlers first: a signal between the start and the handlers would kill us and lose the record.
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    timed_out = False
     try:
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            try:
-                proc.wait(timeout=0.5 if deadline is None else max(0.05, min(0.5, deadline - time.monotonic())))
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if deadline is not None and not timed_out and time.monotonic() >= deadline:
-                timed_out = True
-                proc.send_signal(signal.SIGTERM)  # torchrun passes it on to its workers
-                try:
-                    proc.wait(timeout=kill_grace_s)
-                except subprocess.TimeoutExpired:
-                    _kill_group(proc)
-                break
+        if received:  # while we were getting ready: nothing to run, still a record
+            name = signal.Signals(received[0]).name
+            return records.Outcome("interrupted", {"type": "Interrupted", "message": f"received {name}"}, None)
+        try:
+            proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as e:  # raced resolve_command, or an exec format error
+            raise UsageError(f"cannot start {command[0]!r}: {e.strerror or e}") from None
+        started.append(proc)
+        if received:  # arrived while it was starting, before `started` named it
+            proc.send_signal(received[0])
+        tee = StderrTee(proc.stderr)
+        tee.start()
+        return _watch(proc, tee, received, timeout_s, kill_grace_s)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _watch(proc, tee, received: list[int], timeout_s: float | None, kill_grace_s: float) -> records.Outcome:
+    timed_out = False
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        try:
+            proc.wait(timeout=0.5 if deadline is None else max(0.05, min(0.5, deadline - time.monotonic())))
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if deadline is not None and time.monotonic() >= deadline:
+            timed_out = True
+            proc.send_signal(signal.SIGTERM)  # torchrun passes it on to its workers
+            try:
+                proc.wait(timeout=kill_grace_s)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+            break
     if timed_out or received:
         _kill_group(proc)  # anything the command left running
     proc.wait()

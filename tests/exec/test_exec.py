@@ -170,13 +170,13 @@ def test_torchrun_two_processes_are_merged(tmp_path):
     assert run.code == 0, run.stderr[-3000:]
     results.validate(run.raw)
     rec = run.record
-    assert rec["status"] == "completed"
-    assert rec["run"]["world_size"] == 2 and rec["run"]["steps_completed"] == 5
+    assert rec["status"] == "completed", rec["error"]
+    assert rec["run"]["world_size"] == 2 and rec["run"]["steps_completed"] == 5, rec["run"]
     assert rec["run"]["distributed"] == {"nproc_per_node": 2, "strategy": "ddp", "launcher": "torchrun"}
     s = rec["series"]
     for r in (0, 1):
         rank = results.load_metrics(run.out / "ranks" / f"rank{r}")  # each rank's own record
-        assert rank["series"]["step"] == [1, 2, 3, 4, 5]
+        assert rank["series"]["step"] == [1, 2, 3, 4, 5], (r, rank["series"]["step"])
         assert len(read_lines(run.out / "ranks" / f"rank{r}" / "steps.jsonl")) == 5
         assert all(t > 0 for t in s[f"rank{r}/step_time_s"])
     # Merged as `canary run` merges: a step is as slow as its slowest rank, tokens add up.
