@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -226,6 +227,23 @@ def test_the_user_s_sitecustomize_and_pythonpath_still_apply(tmp_path, monkeypat
     out = subprocess.run([PY, str(show)], env=env, capture_output=True, text=True).stdout
     path = json.loads(out)
     assert path.index(str(launch.HOOK_DIR)) < path.index(str(own))
+
+
+def test_a_python_without_canary_runner_still_gets_the_hook(tmp_path):
+    # The interpreter this venv was made from: no canary_runner, no site-packages of the venv.
+    base = os.path.join(sys.base_prefix, "bin", "python3")
+    if sys.prefix == sys.base_prefix or not os.path.exists(base):
+        pytest.skip("the tests do not run in a virtual environment: no Python without canary_runner here")
+    code = ("import json, sys; from canary_runner.exec import attach; "
+            "print(json.dumps([attach.__file__, [type(f).__name__ for f in sys.meta_path], sys.path]))")
+    env = launch.child_env(tmp_path / "run", None, 3)
+    proc = subprocess.run([base, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # no warning: attached quietly
+    where, finders, path = json.loads(proc.stdout)
+    assert where == str(launch.PACKAGE_HOME / "canary_runner" / "exec" / "attach.py")
+    assert "PostImportFinder" in finders
+    assert not [p for p in path if "site-packages" in p and p.startswith(sys.prefix)]  # the venv stays out
 
 
 # -- bad usage: exit 2, one clear line, nothing ran ------------------------------------------------------
