@@ -53,6 +53,8 @@ INPUT_DEFAULTS: dict[str, str] = {
     "check-name": "",
     "comment-author": "",  # who the sticky comment is written by; default: found from the token
     "install": "",  # the code under review: one pip argument set per line, into an overlay environment
+    "command": "",  # a training script run unmodified under `canary exec` (instead of config)
+    "max-steps": "",  # command only: cap every Trainer's max_steps
     "fail-on": "fail",
     "output-dir": "",
 }
@@ -162,6 +164,8 @@ class Inputs:
     check_name: str = ""
     comment_author: str = ""
     install: list[str] = field(default_factory=list)
+    command: list[str] = field(default_factory=list)
+    max_steps: int | None = None
     fail_on: str = "fail"
     output_dir: str = ""
 
@@ -209,9 +213,16 @@ def read_inputs(env) -> Inputs:
         except BaselineSpecError as exc:
             problems.append(f"baseline: {exc}; or none for no baseline")
     config, metrics = _input(env, "config"), _input(env, "metrics")
-    if not config and not metrics:
+    command, max_steps = _command(_input(env, "command"), problems), _max_steps(_input(env, "max-steps"), problems)
+    if not config and not metrics and not command:
         problems.append("config is empty: name a training type (sft, dpo, ppo, grpo, rloo), a shipped config, "
-                        "or a config file (or pass metrics: with a metrics.json to report on)")
+                        "or a config file (or pass command: with your training script, or metrics: with a "
+                        "metrics.json to report on)")
+    if command and (config or metrics):
+        problems.append("command runs your training script instead of a config: give command or config (or "
+                        "metrics), not both")
+    if max_steps is not None and not command:
+        problems.append("max-steps caps the Trainers of command; a config sets train.max_steps itself")
     if mode == "run-only" and metrics:
         problems.append("mode run-only trains and reports nothing, so a metrics input has nothing to do")
     if mode == "update-baseline" and baseline.lower() == "none":
@@ -233,8 +244,28 @@ def read_inputs(env) -> Inputs:
     return Inputs(config=config, tier=tier, baseline=baseline, mode=mode, metrics=metrics,
                   thresholds=_input(env, "thresholds"), token=token, comment=comment_text in _TRUE,
                   check_name=_input(env, "check-name"), comment_author=_input(env, "comment-author"),
-                  install=install_text.splitlines() if install_text else [],
+                  install=install_text.splitlines() if install_text else [], command=command, max_steps=max_steps,
                   fail_on=fail_on, output_dir=_input(env, "output-dir"))
+
+
+def _command(text: str, problems: list[str]) -> list[str]:
+    """The command input as an argv list (split like a shell would, never run by one)."""
+    import shlex
+
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        problems.append(f"command {text!r} cannot be split into arguments: {exc}")
+        return []
+
+
+def _max_steps(text: str, problems: list[str]) -> int | None:
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        problems.append(f"max-steps {text!r} is not a positive whole number")
+        return None
+    return int(text)
 
 
 def resolve_config(config: str, tier: str) -> Path:
@@ -344,6 +375,10 @@ class Action:
             if inp.config:
                 self.wf.warning(f"metrics is given, so config {inp.config!r} is not run; reporting on "
                                 f"{workspace_relative(self.metrics_input)} ({self.config_name})")
+        elif inp.command:
+            from .exec.cli import default_name
+
+            self.config_name, self.tier = default_name(inp.command), inp.tier or "smoke"
         else:
             from .config import TRAINING_TYPES, ConfigError, load_config
 
@@ -500,6 +535,9 @@ class Action:
                                                            else self.metrics_input / "metrics.json")
             self.outcome.run_status = record.get("status")
             return record
+        if self.inputs.command or self.inputs.install:  # in a child process (and an overlay environment)
+            t0 = time.monotonic()
+            return self.finish_training(self.run_child(), t0)
         return self.train()
 
     def train(self) -> dict:
@@ -528,10 +566,7 @@ class Action:
             try:
                 from .distributed import run_canary
 
-                if self.inputs.install:
-                    record = self.run_installed(rel_config)
-                else:
-                    record, _ = run_canary(cfg, self.out_dir, config_path=rel_config, on_step=on_step)
+                record, _ = run_canary(cfg, self.out_dir, config_path=rel_config, on_step=on_step)
             except SetupError as exc:
                 if _hub_unreachable(exc):  # not the config's fault: a network failure, exit 3
                     raise RuntimeError(f"{rel_config}: the run could not start, a network failure: {exc}. "
@@ -540,6 +575,9 @@ class Action:
                 raise InputError(f"{rel_config}: {exc}") from None
         finally:
             self.wf.endgroup()
+        return self.finish_training(record, t0)
+
+    def finish_training(self, record: dict, t0: float) -> dict:
         status = record.get("status")
         self.outcome.run_status = status
         self.outcome.metrics_path = workspace_relative(self.out_dir / "metrics.json")
@@ -551,9 +589,11 @@ class Action:
                           f"{err.get('message') or ''}".rstrip(": "), title=f"rlhf-canary: run {status}")
         return record
 
-    def run_installed(self, rel_config: str) -> dict:
-        """The `install` input: install the code under review into an overlay environment on top of the
-        image's, then train there, in a child `canary run` whose output is logged as data."""
+    def run_child(self) -> dict:
+        """Train in a child process: `canary exec` for the command input, `canary run` for a config
+        with the install input. With install, the child runs in an overlay environment holding the
+        code under review (its `bin/` first on PATH, so the command's `python` is the overlay's). The
+        child's output is logged as data; its exit 2 is this action's bad input."""
         import json
         import shutil
         import tempfile
@@ -562,25 +602,40 @@ class Action:
         from .collect.env import INSTALL_ENV
         from .results import MetricsFileError, load_metrics
 
+        inp = self.inputs
+        what = f"command {' '.join(inp.command)!r}" if inp.command else workspace_relative(self.config_path)
+        self.wf.group(f"Training {self.config_name} ({what})")
         tmp = tempfile.mkdtemp(prefix="canary-env-")
         try:
-            try:
-                overlay = userenv.install(userenv.create(tmp), self.inputs.install)
-            except userenv.InstallError as exc:
-                raise InputError(f"install: {exc}") from None
-            log.info("installed in an overlay environment: %s", userenv.describe(overlay.changed))
-            cmd = [str(overlay.python), "-m", "canary_runner.cli", "run", str(self.config_path),
-                   "-o", str(self.out_dir), "--no-progress"]
-            code, tail = _run_logged(cmd, env=_child_env() | {INSTALL_ENV: json.dumps(overlay.record())})
+            python, env = sys.executable, _child_env()
+            if inp.install:
+                try:
+                    overlay = userenv.install(userenv.create(tmp), inp.install)
+                except userenv.InstallError as exc:
+                    raise InputError(f"install: {exc}") from None
+                log.info("installed in an overlay environment: %s", userenv.describe(overlay.changed))
+                python = str(overlay.python)
+                env |= {INSTALL_ENV: json.dumps(overlay.record()), "VIRTUAL_ENV": str(overlay.root),
+                        "PATH": os.pathsep.join([str(overlay.python.parent), env.get("PATH", "")])}
+            if inp.command:
+                cmd = [python, "-m", "canary_runner.cli", "exec", "-o", str(self.out_dir), "--name", self.config_name,
+                       "--tier", self.tier, *(["--max-steps", str(inp.max_steps)] if inp.max_steps else []),
+                       "--", *inp.command]
+            else:
+                cmd = [python, "-m", "canary_runner.cli", "run", str(self.config_path), "-o", str(self.out_dir),
+                       "--no-progress"]
+            code, tail = _run_logged(cmd, env=env)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            self.wf.endgroup()
         if code == EXIT_BAD_INPUT:
-            errors = [line.removeprefix("canary: error: ") for line in tail if line.startswith("canary: error: ")]
-            raise InputError(*(errors or [f"{rel_config}: the run refused its input (exit 2)"]))
+            prefixes = ("canary: error: ", "canary exec: error: ")
+            errors = [line.split("error: ", 1)[1] for line in tail if line.startswith(prefixes)]
+            raise InputError(*(errors or [f"{what}: the run refused its input (exit 2)"]))
         try:
             return load_metrics(self.out_dir)
         except MetricsFileError as exc:
-            raise RuntimeError(f"the run in the overlay environment left no usable record (exit {code}): {exc}; "
+            raise RuntimeError(f"the run left no usable record (exit {code}): {exc}; "
                                f"its last output: {' | '.join(tail[-5:])}") from None
 
     # ------------------------------------------------------------------------------ baseline

@@ -66,3 +66,29 @@ def test_an_output_dir_symlinked_out_of_the_workspace_is_refused(run_action, fak
     assert result.returncode == 2, result.log
     assert any("leads out of it through a symlink" in e for e in result.commands("error"))
     assert not any(outside.iterdir())
+
+
+def test_the_teams_own_script_through_the_command_input(run_action, fake):
+    """command: the example's train.py, unmodified, installed and capped; its sign slip fails the PR."""
+    checkout_user_repo(run_action.workspace, sign_slip=True)
+    result = run_action(event_name="pull_request", event=pr_event(fake.repo),
+                        inputs={"command": "python train.py --out trainer-out", "max-steps": "12",
+                                "baseline": "none", "install": "--no-build-isolation -e ."})
+    assert result.returncode == 1, result.log
+    assert result.outputs["metrics-path"] == "canary-results/train/metrics.json"
+    assert "invariant.dpo.initial_loss" in result.outputs["failed-checks"].split(",")
+    record = json.loads(result.path("metrics-path").read_text())
+    assert record["run"]["steps_completed"] == 12 and record["run"]["training_type"] == "dpo"
+    # `python` in the command is the overlay's: the user's package was installed there, not in the image.
+    assert {"name": "acme-rlhf", "old": None, "new": "0.1.0"} in record["env"]["install"]["changed"]
+    check = next(iter(fake.check_runs.values()))
+    assert check["name"] == "rlhf-canary / train" and check["conclusion"] == "failure"
+
+
+def test_command_and_config_together_are_bad_input(run_action, fake):
+    result = run_action(event_name="pull_request", event=pr_event(fake.repo),
+                        inputs={"command": "python train.py", "config": "dpo", "max-steps": "ten"})
+    assert result.returncode == 2
+    errors = " ".join(result.commands("error"))
+    assert "give command or config (or metrics), not both" in errors
+    assert "max-steps 'ten' is not a positive whole number" in errors
