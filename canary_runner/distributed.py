@@ -22,7 +22,7 @@ import yaml
 
 from . import results
 
-_STATUS_ORDER = ["completed", "interrupted", "timeout", "crashed"]  # later is worse
+STATUS_ORDER = ["completed", "interrupted", "timeout", "crashed"]  # later is worse
 
 
 def rank_dir(out_dir: Path, rank: int) -> Path:
@@ -98,7 +98,7 @@ def _rank_record(out_dir: Path, rank: int, launcher_code: int) -> dict | None:
             pass
     if not (d / "steps.jsonl").is_file():
         return None
-    from .collect.collector import to_series
+    from .results import to_series
 
     records = []
     for line in (d / "steps.jsonl").read_text().splitlines():
@@ -147,11 +147,11 @@ def merge(out_dir: Path, world: int, strategy: str, launcher_code: int, log_path
     summary["peak_memory"] = _peak_memory(ranks, series)
     summary["distributed"] = _rank_summary(ranks, series, world, strategy)
 
-    worst = max((rec["status"] for rec in present.values()), key=_STATUS_ORDER.index)
+    worst = max((rec["status"] for rec in present.values()), key=STATUS_ORDER.index)
     status = "crashed" if len(present) < world else worst
     # The root cause first: a rank that died takes the others down with connection errors.
     candidates = sorted(((r, rec["error"]) for r, rec in present.items() if rec.get("error")),
-                        key=lambda re: (re[1]["type"] != "RankDied", -_STATUS_ORDER.index(present[re[0]]["status"])))
+                        key=lambda re: (re[1]["type"] != "RankDied", -STATUS_ORDER.index(present[re[0]]["status"])))
     error = None
     if len(present) < world:
         missing = sorted(set(ranks) - set(present))

@@ -359,3 +359,16 @@ def summarize(series: dict, phase_names: list[str] = ()) -> dict:
         },
         "last": last,
     }
+
+
+def to_series(records: list[dict]) -> dict[str, list]:
+    """Per-step records to aligned per-metric arrays (None where a metric was not logged)."""
+    names: list[str] = []
+    for rec in records:
+        for k in rec:
+            if k not in names:
+                names.append(k)
+    series = {k: [rec.get(k) for rec in records] for k in names}
+    for required in ("step", "warmup", "step_time_s", "tokens", "loss", "grad_norm"):
+        series.setdefault(required, [None] * len(records))
+    return series

@@ -265,7 +265,7 @@ def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_ste
 def _finish(cfg, collector, status, error, config_path, env, started_at, t0, train_t0) -> tuple[dict, list]:
     """The run's record and its steps, from what the collector holds (also when its stream could not
     be written)."""
-    from .collect.collector import to_series
+    from .results import to_series
 
     try:
         records = collector.close() if collector is not None else []

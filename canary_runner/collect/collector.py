@@ -19,7 +19,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from ..results import encode
+from ..results import encode, to_series  # noqa: F401 (to_series: re-exported for callers)
 from . import memory
 
 
@@ -199,16 +199,3 @@ def _total_grad_norm(optimizer) -> float:
     if not grads:
         return 0.0
     return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
-
-
-def to_series(records: list[dict]) -> dict[str, list]:
-    """Per-step records to aligned per-metric arrays (None where a metric was not logged)."""
-    names: list[str] = []
-    for rec in records:
-        for k in rec:
-            if k not in names:
-                names.append(k)
-    series = {k: [rec.get(k) for rec in records] for k in names}
-    for required in ("step", "warmup", "step_time_s", "tokens", "loss", "grad_norm"):
-        series.setdefault(required, [None] * len(records))
-    return series

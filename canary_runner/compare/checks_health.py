@@ -19,7 +19,7 @@ from .loading import Run
 from .model import Check, Context, cap_severity, conclude, fmt, judge_change, judge_level, pct
 from .stats import bootstrap_change, trend, window_size
 
-LOSS_TRENDED_TYPES = ("sft", "dpo", "reward")  # GRPO/RLOO losses are ~0 by design; PPO's is checked by parts
+LOSS_TRENDED_TYPES = ("sft", "dpo", "reward", "custom")  # GRPO/RLOO losses are ~0 by design; PPO's is checked by parts; custom: a plain Trainer under canary exec
 
 
 def _seed(check_id: str) -> int:
@@ -313,6 +313,7 @@ LEARNING_SIGNALS = {
     "sft": [("loss", -1), ("mean_token_accuracy", 1)],
     "dpo": [("loss", -1), ("rewards/margins", 1), ("rewards/accuracies", 1)],
     "reward": [("loss", -1), ("margin", 1), ("accuracy", 1)],
+    "custom": [("loss", -1)],  # a plain transformers Trainer under canary exec: its loss is all we know
 }
 
 

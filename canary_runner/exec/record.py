@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import results
-from ..distributed import _STATUS_ORDER, merge
+from ..distributed import STATUS_ORDER, merge
 from .attach import suffix
 
 
@@ -135,22 +135,9 @@ def _env(info: dict | None) -> dict:
     return fingerprint()
 
 
-def to_series(records: list[dict]) -> dict[str, list]:
-    """`collect.collector.to_series`, without importing the collector: it imports transformers, which
-    costs seconds, and this runs after the command ended, maybe inside a CI runner's SIGTERM grace
-    period. tests/exec checks that both give the same series."""
-    names: list[str] = []
-    for rec in records:
-        names += [k for k in rec if k not in names]
-    series = {k: [rec.get(k) for rec in records] for k in names}
-    for required in ("step", "warmup", "step_time_s", "tokens", "loss", "grad_norm"):
-        series.setdefault(required, [None] * len(records))
-    return series
-
-
 def process_record(steps: list[dict], info: dict | None, launch: Launch, outcome: Outcome) -> dict:
     info = info or {}
-    series = to_series(steps)
+    series = results.to_series(steps)
     phases = sorted(k for k in series if k.endswith("_time_s") and k != "step_time_s")
     error = None
     if outcome.error is not None:
@@ -218,7 +205,7 @@ def build(out_dir: Path, launch: Launch, outcome: Outcome) -> dict:
     record = merge(out_dir, world, base.get("strategy", "ddp"), outcome.returncode or 0)
     record["run"]["distributed"]["launcher"] = launcher_of(launch.command)
     # The launcher saw how the command ended; a rank that never recorded makes it worse, not better.
-    record["status"] = max(record["status"], outcome.status, key=_STATUS_ORDER.index)
+    record["status"] = max(record["status"], outcome.status, key=STATUS_ORDER.index)
     if outcome.error is not None:
         steps = record["series"]["step"]
         record["error"] = {"traceback": None, **outcome.error, "step": steps[-1] if steps else None}

@@ -287,13 +287,14 @@ def test_default_name_is_the_script_s_stem():
     assert all(NAME.match(default_name([p])) for p in ("..", "/", "-x", "é"))
 
 
-def test_series_match_the_collector_s():
-    from canary_runner.collect.collector import to_series
+def test_series_are_aligned_by_step():
+    from canary_runner.results import to_series
 
     steps = [{"step": 1, "warmup": True, "step_time_s": 0.1, "tokens": 5, "loss": 2.0},
-             {"step": 2, "warmup": False, "step_time_s": 0.2, "tokens": 6, "reward": 1.0, "grad_norm": float("nan")}]
-    assert json.dumps(record.to_series(steps)) == json.dumps(to_series(steps))
-    assert record.to_series([]) == to_series([])
+             {"step": 2, "warmup": False, "step_time_s": 0.2, "tokens": 6, "reward": 1.0}]
+    series = to_series(steps)
+    assert series["loss"] == [2.0, None] and series["reward"] == [None, 1.0] and series["grad_norm"] == [None, None]
+    assert to_series([])["step"] == []
 
 
 def test_training_type_follows_the_trl_class_a_user_subclasses():
