@@ -594,39 +594,31 @@ class Action:
         with the install input. With install, the child runs in an overlay environment holding the
         code under review (its `bin/` first on PATH, so the command's `python` is the overlay's). The
         child's output is logged as data; its exit 2 is this action's bad input."""
-        import json
-        import shutil
-        import tempfile
+        from contextlib import nullcontext
 
         from . import userenv
-        from .collect.env import INSTALL_ENV
         from .results import MetricsFileError, load_metrics
 
         inp = self.inputs
         what = f"command {' '.join(inp.command)!r}" if inp.command else workspace_relative(self.config_path)
         self.wf.group(f"Training {self.config_name} ({what})")
-        tmp = tempfile.mkdtemp(prefix="canary-env-")
         try:
-            python, env = sys.executable, _child_env()
-            if inp.install:
-                try:
-                    overlay = userenv.install(userenv.create(tmp), inp.install)
-                except userenv.InstallError as exc:
-                    raise InputError(f"install: {exc}") from None
-                log.info("installed in an overlay environment: %s", userenv.describe(overlay.changed))
-                python = str(overlay.python)
-                env |= {INSTALL_ENV: json.dumps(overlay.record()), "VIRTUAL_ENV": str(overlay.root),
-                        "PATH": os.pathsep.join([str(overlay.python.parent), env.get("PATH", "")])}
-            if inp.command:
-                cmd = [python, "-m", "canary_runner.cli", "exec", "-o", str(self.out_dir), "--name", self.config_name,
-                       "--tier", self.tier, *(["--max-steps", str(inp.max_steps)] if inp.max_steps else []),
-                       "--", *inp.command]
-            else:
-                cmd = [python, "-m", "canary_runner.cli", "run", str(self.config_path), "-o", str(self.out_dir),
-                       "--no-progress"]
-            code, tail = _run_logged(cmd, env=env)
+            with userenv.overlay(inp.install) if inp.install else nullcontext() as overlay:
+                python, env = sys.executable, _child_env()
+                if overlay is not None:
+                    log.info("installed in an overlay environment: %s", userenv.describe(overlay.changed))
+                    python, env = str(overlay.python), overlay.env(env)
+                if inp.command:
+                    cmd = [python, "-m", "canary_runner.cli", "exec", "-o", str(self.out_dir), "--name",
+                           self.config_name, "--tier", self.tier,
+                           *(["--max-steps", str(inp.max_steps)] if inp.max_steps else []), "--", *inp.command]
+                else:
+                    cmd = [python, "-m", "canary_runner.cli", "run", str(self.config_path), "-o", str(self.out_dir),
+                           "--no-progress"]
+                code, tail = _run_logged(cmd, env=env)
+        except userenv.InstallError as exc:
+            raise InputError(f"install: {exc}") from None
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
             self.wf.endgroup()
         if code == EXIT_BAD_INPUT:
             prefixes = ("canary: error: ", "canary exec: error: ")

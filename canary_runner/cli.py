@@ -85,22 +85,19 @@ def run_installed(args, path: Path, out: Path) -> int:
     """`canary run --install ...`: install the lines into a fresh overlay environment on top of this
     one, then run the same command there; the overlay goes away afterwards."""
     import os
-    import tempfile
 
     from . import userenv
     from .child import run_forwarding_signals
-    from .collect.env import INSTALL_ENV
 
-    with tempfile.TemporaryDirectory(prefix="canary-env-") as tmp:
-        try:
-            overlay = userenv.install(userenv.create(tmp), args.install)
-        except userenv.InstallError as e:
-            return fail(str(e))
-        print(f"canary: installed in an overlay environment: {userenv.describe(overlay.changed)}", file=sys.stderr)
-        cmd = [str(overlay.python), "-m", "canary_runner.cli", "run", str(path), "-o", str(out),
-               *(f"--set={s}" for s in args.set or []), *(["--no-progress"] if args.no_progress else []),
-               *(["--verbose"] if args.verbose else [])]
-        return run_forwarding_signals(cmd, env=dict(os.environ, **{INSTALL_ENV: json.dumps(overlay.record())}))
+    try:
+        with userenv.overlay(args.install) as env:
+            print(f"canary: installed in an overlay environment: {userenv.describe(env.changed)}", file=sys.stderr)
+            cmd = [str(env.python), "-m", "canary_runner.cli", "run", str(path), "-o", str(out),
+                   *(f"--set={s}" for s in args.set or []), *(["--no-progress"] if args.no_progress else []),
+                   *(["--verbose"] if args.verbose else [])]
+            return run_forwarding_signals(cmd, env=env.env(os.environ))
+    except userenv.InstallError as e:
+        return fail(str(e))
 
 
 # -- canary env / configs -------------------------------------------------------------------------------

@@ -13,13 +13,19 @@ like a shell would but never run by one.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import site
 import subprocess
 import sys
+import tempfile
 import venv
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .collect.env import INSTALL_ENV
 
 PIP_TAIL_LINES = 15  # of pip's output, in the error of a failed install
 PTH_NAME = "_canary_parent_env.pth"
@@ -52,6 +58,12 @@ class Overlay:
     def record(self) -> dict:
         """What goes into metrics.json `env.install`."""
         return {"lines": list(self.lines), "changed": list(self.changed)}
+
+    def env(self, base: Mapping[str, str]) -> dict[str, str]:
+        """`base` as a process in the overlay sees it: its `bin/` first on PATH (a command's `python` is
+        the overlay's), and the install record for the run's environment fingerprint."""
+        return {**base, INSTALL_ENV: json.dumps(self.record()), "VIRTUAL_ENV": str(self.root),
+                "PATH": os.pathsep.join([str(self.python.parent), base.get("PATH", "")])}
 
 
 def parse_lines(lines: list[str] | str) -> list[list[str]]:
@@ -113,6 +125,13 @@ def install(overlay: Overlay, lines: list[str] | str, cwd: Path | str | None = N
         overlay.lines.append(shlex.join(args))
     overlay.changed = changed_packages(before, packages(overlay.python))
     return overlay
+
+
+@contextmanager
+def overlay(lines: list[str] | str, cwd: Path | str | None = None) -> Iterator[Overlay]:
+    """A temporary overlay with `lines` installed, removed on exit. Raises InstallError."""
+    with tempfile.TemporaryDirectory(prefix="canary-env-") as tmp:
+        yield install(create(tmp), lines, cwd=cwd)
 
 
 def describe(changed: list[dict]) -> str:
