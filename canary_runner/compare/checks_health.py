@@ -15,6 +15,7 @@ import zlib
 
 import numpy as np
 
+from .checks_run import training_config_diff
 from .loading import Run
 from .model import Check, Context, cap_severity, conclude, fmt, judge_change, judge_level, pct
 from .stats import bootstrap_change, trend, window_size
@@ -430,9 +431,118 @@ def learning_check(ctx: Context) -> Check:
     return cap_severity(chk, limit)
 
 
+# -- learning signal -----------------------------------------------------------------------------------
+# How far each optimizer step moved the trainable parameters (`update_ratio`, ||delta theta|| / ||theta||,
+# measured by the collector) and the learning rate it applied. A policy that never updates (a learning
+# rate of 1e-9, a warmup that never ends, a frozen parameter group) can keep every loss and reward inside
+# its band; it cannot hide here. Like the learning check, no config or library difference excuses it.
+
+LR_SERIES = ("effective_lr", "learning_rate")  # the collector's, then the trainer's log (`lr` is aliased)
+# Config fields (last part of the path) that set the learning-rate schedule. `train.warmup_steps` is the
+# canary's timing warmup, not the scheduler's, so it is left out.
+LR_CONFIG_FIELDS = ("learning_rate", "lr_scheduler", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_ratio",
+                    "max_steps", "num_train_epochs", "total_episodes")
+
+
+def update_ratio_check(ctx: Context) -> Check:
+    chk = Check("stability.update_ratio", "stability", "Parameter updates", "update_ratio", "higher_is_better",
+                "ratio")
+    limit = ctx.limit(chk.id)
+    if not limit.enabled:
+        return chk.skip("disabled by thresholds")
+    cur = [r.finite_points("update_ratio") for r in ctx.current]
+    if not any(cur):
+        return chk.skip("update_ratio is not recorded (an older canary's run, or no optimizer step was taken)")
+    status, reasons = "pass", []
+    # Baseline-free: parameters that did not move at all, at any step, were not trained.
+    frozen = [r for r, pts in zip(ctx.current, cur) if pts and all(v == 0 for _, v in pts)]
+    if frozen:
+        status = "fail"
+        reasons.append(f"the trainable parameters did not change at any of the {len(cur[0])} optimizer steps "
+                       "(update ratio 0): the policy is frozen (learning rate ~0, a warmup that has not started, "
+                       "or no parameter left trainable)")
+        chk.current = 0.0
+    if ctx.has_baseline and limit.relative is not None and not frozen:
+        last = ctx.last_common_step
+        base = [[v for s, v in r.finite_points("update_ratio") if s <= last] for r in ctx.baseline]
+        common = [[v for s, v in pts if s <= last] for pts in cur]
+        if any(base) and any(common):
+            ch = bootstrap_change(base, common, "median", ctx.confidence, ctx.settings.resamples, _seed(chk.id))
+            judge_change(chk, ch, type(limit)(relative=limit.relative), "median update ||dθ||/||θ|| per step")
+            chk.confidence = ctx.confidence
+            status, reasons = chk.status, [chk.reason + (": the policy barely moves (near-frozen)"
+                                                         if chk.status == "fail" else "")]
+        else:
+            reasons.append("the baseline does not record update_ratio")
+    level = None
+    if limit.min is not None and not frozen:
+        med = statistics.median(v for pts in cur for _, v in pts)
+        if chk.current is None:
+            chk.current = med
+        level = judge_level(chk, med, type(limit)(min=limit.min), "median update ratio")
+        if level is not None and level[0] == "fail":
+            level = ("fail", level[1] + ": the parameters barely move (below float32 resolution)")
+    return conclude(chk, limit, status, reasons, level, "no limit set (relative: vs baseline, min)")
+
+
+def _sets_lr(path: str) -> bool:
+    if path.endswith("extra_args.warmup_steps"):
+        return True
+    return path != "train.warmup_steps" and path.split(".")[-1] in LR_CONFIG_FIELDS
+
+
+def _log10_ratio(c: float, b: float) -> float:
+    if b == c:
+        return 0.0
+    if b <= 0 or c <= 0:
+        return math.copysign(12.0, c - b)  # one side at 0: as far apart as it gets
+    return math.log10(c / b)
+
+
+def learning_rate_check(ctx: Context) -> Check:
+    chk = Check("stability.learning_rate", "stability", "Learning rate applied", "effective_lr", "band", None)
+    limit = ctx.limit(chk.id)
+    if not limit.enabled:
+        return chk.skip("disabled by thresholds")
+    if not ctx.has_baseline:
+        return chk.skip("no baseline")
+    name = next((n for n in LR_SERIES if ctx.cur0.finite_points(n) and ctx.baseline[0].finite_points(n)), None)
+    if name is None:
+        return chk.skip("neither effective_lr nor learning_rate is recorded on both sides")
+    chk.metric = name
+    if limit.absolute is None:
+        return chk.skip("no limit set (absolute: orders of magnitude, log10)")
+    b_at = dict(ctx.baseline[0].finite_points(name))
+    pairs = [(s, c, b_at[s]) for s, c in ctx.cur0.finite_points(name) if s in b_at]
+    if not pairs:
+        return chk.skip("no step in common with the baseline")
+    logs = [_log10_ratio(c, b) for _, c, b in pairs]
+    shift = statistics.median(logs)
+    worst = max(pairs, key=lambda p: abs(_log10_ratio(p[1], p[2])))
+    chk.baseline = statistics.median(b for _, _, b in pairs)
+    chk.current = statistics.median(c for _, c, _ in pairs)
+    chk.change, chk.change_kind = shift, "absolute"
+    chk.threshold, chk.threshold_kind = limit.absolute, "absolute"
+    chk.n_baseline = chk.n_current = len(pairs)
+    text = (f"median {name} {fmt(chk.current)} vs the baseline's {fmt(chk.baseline)} over {len(pairs)} common steps: "
+            f"{shift:+.2f} orders of magnitude (log10; limit +-{limit.absolute:g}); at step {worst[0]} "
+            f"{fmt(worst[1])} vs {fmt(worst[2])}")
+    if abs(shift) <= limit.absolute:
+        return cap_severity(chk.set("pass", text), limit)
+    chk.step = worst[0]
+    explain = [d for d in training_config_diff(ctx) if _sets_lr(d["path"])]
+    if explain:
+        shown = ", ".join(f"{d['path']}: {d['baseline']!r} -> {d['current']!r}" for d in explain[:3])
+        return cap_severity(chk.set("warn", text + f"; the config changed the schedule ({shown}): deliberate? "
+                                    "stability.update_ratio tells whether the policy still learns"), limit)
+    return cap_severity(chk.set("fail", text + " with the same learning-rate config: the optimizer applies a learning "
+                                "rate the config does not ask for (a scheduler, warmup or optimizer change in code "
+                                "or in a library)"), limit)
+
+
 def stability_checks(ctx: Context) -> list[Check]:
     return [nan_inf_check(ctx), loss_divergence_check(ctx), grad_norm_check(ctx), collapse_check(ctx),
-            learning_check(ctx)]
+            learning_check(ctx), update_ratio_check(ctx), learning_rate_check(ctx)]
 
 
 # -- RL health ----------------------------------------------------------------------------------------
@@ -485,7 +595,9 @@ def level_check(ctx: Context, check_id: str, metric: str, title: str, direction:
     frac = ctx.settings.window
     cur = [[v for _, v in late_window(r, metric, frac)] for r in ctx.current]
     if not any(cur):
-        return chk.skip(f"{metric} is not logged by the current run")
+        logged = ctx.has_baseline and any(late_window(r, metric, frac) for r in ctx.baseline)
+        return chk.skip(f"{metric} is not logged by the current run"
+                        + (" (the baseline logs it: see run.metrics)" if logged else ""))
     pooled = [v for c in cur for v in c]
     level = statistics.fmean(pooled)
     chk.current, chk.n_current = level, len(pooled)
@@ -503,8 +615,18 @@ def level_check(ctx: Context, check_id: str, metric: str, title: str, direction:
         base = [[v for _, v in late_window(r, metric, frac)] for r in ctx.baseline]
         if any(base):
             ch = bootstrap_change(base, cur, "mean", ctx.confidence, ctx.settings.resamples, _seed(check_id))
-            judge_change(chk, ch, limit, "late mean vs baseline", prefer="absolute" if unit in ("nats", "ratio")
-                         else "relative")
+            floor = ""
+            if metric in KL_METRIC.values() and limit.absolute is None and limit.relative is not None:
+                # KL's scale differs by orders of magnitude between setups: instead of a fixed floor in
+                # nats, a change must also clear the baseline's own step-to-step noise.
+                pooled_base = [v for b in base for v in b]
+                noise = NOISE_K * statistics.stdev(pooled_base) if len(pooled_base) > 1 else 0.0
+                limit = type(limit)(relative=limit.relative, absolute=noise, max=limit.max, min=limit.min,
+                                    severity=limit.severity)
+                floor = f" (absolute floor {fmt(noise)} nats: {NOISE_K:g} sd of the baseline's late KL)"
+            judge_change(chk, ch, limit, "late mean vs baseline", prefer="relative" if floor else
+                         "absolute" if unit in ("nats", "ratio") else "relative")
+            chk.reason += floor
             chk.confidence = ctx.confidence
             status, reasons = chk.status, [chk.reason]
         else:
@@ -514,6 +636,7 @@ def level_check(ctx: Context, check_id: str, metric: str, title: str, direction:
 
 
 CONSTANT_STD = 1e-9  # below this a reward function's spread over a step's completions is "none"
+SCORED_MOST_STEPS = 0.5  # the baseline's scores varied at this share of its steps at least
 
 
 def reward_func_collapse_check(ctx: Context) -> Check:
@@ -540,14 +663,19 @@ def reward_func_collapse_check(ctx: Context) -> Check:
         if not cur or max(cur) > CONSTANT_STD:
             continue
         base = spreads(ctx.baseline, fn) if ctx.has_baseline else []
-        if base and max(base) <= CONSTANT_STD:
-            constant_before.append(fn)  # constant in the baseline too: not this change
+        varied = sum(v > CONSTANT_STD for v in base) / len(base) if base else None
+        if varied is not None and varied < SCORED_MOST_STEPS:
+            # A reward the baseline earned at a few steps only (the untrained model rarely ends a
+            # sentence): another seed may never earn it. Not evidence that the function broke.
+            constant_before.append(fn)
         else:
             dead.append((fn, len(cur), statistics.fmean(base) if base else None))
     chk.current, chk.n_current = float(len(dead)), len(names)
     if not dead:
-        note = f" ({', '.join(constant_before)} constant in the baseline too)" if constant_before else ""
-        return chk.set("pass", f"all {len(names)} reward function(s) give varying scores{note}")
+        note = (f" ({', '.join(constant_before)} constant here and varied at under half of the baseline's steps: "
+                "not compared)") if constant_before else ""
+        return chk.set("pass", f"{len(names) - len(constant_before)} of {len(names)} reward function(s) give "
+                               f"varying scores{note}")
     parts = [f"{fn} gives every completion the same score at all {n} steps (std 0"
              + (f"; baseline mean std {fmt(b)})" if b is not None else ")") for fn, n, b in dead]
     varied_before = any(b is not None for _, _, b in dead)
@@ -666,6 +794,97 @@ def value_loss_explosion_check(ctx: Context) -> Check:
     return cap_severity(chk, limit)
 
 
+# -- two-sided RL checks: relative to the baseline's own scale and noise -------------------------------
+
+KL_METRIC = {"ppo": "objective/kl", "grpo": "kl", "rloo": "kl"}
+ENTROPY_METRIC = {"ppo": "policy/entropy_avg", "grpo": "entropy", "rloo": "entropy"}
+NOISE_K = 2.0  # a baseline level counts as positive when its mean is this many standard errors above 0
+
+
+def _late(runs: list[Run], metric: str, fraction: float) -> list[list[float]]:
+    return [[v for _, v in late_window(r, metric, fraction)] for r in runs]
+
+
+def kl_vanish_check(ctx: Context) -> Check:
+    """KL is checked upward by rl.<type>.kl; a KL that falls to ~0 where the baseline's was clearly positive
+    means the policy no longer moves away from its reference: not trained (frozen), or the reference is
+    the policy itself. Judged on the late window against the baseline's, relative to its level."""
+    t = ctx.training_type
+    metric = KL_METRIC[t]
+    chk = Check(f"rl.{t}.kl_vanish", "rl_health", "KL vanished", metric, "higher_is_better", "nats")
+    limit = ctx.limit(chk.id)
+    if not limit.enabled:
+        return chk.skip("disabled by thresholds")
+    if not ctx.has_baseline:
+        return chk.skip("no baseline: a KL near 0 is also what an early or short run shows")
+    if limit.relative is None:
+        return chk.skip("no limit set (relative: the share of the baseline's KL that may be lost)")
+    frac = ctx.settings.window
+    cur, base = _late(ctx.current, metric, frac), _late(ctx.baseline, metric, frac)
+    if not any(cur):
+        return chk.skip(f"{metric} is not logged by the current run" + (" (the baseline logs it: see run.metrics)"
+                                                                         if any(base) else ""))
+    if not any(base):
+        return chk.skip(f"the baseline does not log {metric}")
+    if ctx.stopped:
+        return chk.skip(f"not compared: {ctx.stopped}")
+    pooled = [v for b in base for v in b]
+    mean = statistics.fmean(pooled)
+    se = statistics.stdev(pooled) / math.sqrt(len(pooled)) if len(pooled) > 1 else 0.0
+    if mean <= 0 or mean <= NOISE_K * se:
+        chk.baseline = mean
+        return chk.set("pass", f"the baseline's late KL {fmt(mean)} (standard error {fmt(se)}) is not clearly "
+                               "above 0: there is no KL that could vanish")
+    ch = bootstrap_change(base, cur, "mean", ctx.confidence, ctx.settings.resamples, _seed(chk.id))
+    judge_change(chk, ch, type(limit)(relative=limit.relative), "late mean KL vs baseline")
+    chk.confidence = ctx.confidence
+    if chk.status == "fail":
+        chk.reason += (": the KL to the reference vanished, so the policy no longer moves away from it (a frozen "
+                       "policy: learning rate, warmup or trainable parameters; or the reference is the policy)")
+    return cap_severity(chk, limit)
+
+
+def entropy_stuck_check(ctx: Context) -> Check:
+    """The policy's entropy falls as it learns to prefer some tokens. An entropy that stays where it
+    started (at its maximum ln(vocab) for an untrained model) while the baseline's clearly fell over the
+    same steps means the policy is not learning. Judged with the Theil-Sen fall and its interval."""
+    t = ctx.training_type
+    metric = ENTROPY_METRIC[t]
+    chk = Check(f"rl.{t}.entropy_stuck", "rl_health", "Entropy falls as the policy learns", metric,
+                "higher_is_better", "nats")
+    limit = ctx.limit(chk.id)
+    if not limit.enabled:
+        return chk.skip("disabled by thresholds")
+    if not ctx.has_baseline:
+        return chk.skip("no baseline: how far entropy should fall depends on the task")
+    if limit.relative is None:
+        return chk.skip("no limit set (relative: how much of the baseline's fall may be missing)")
+    last = ctx.last_common_step
+    base = [p for p in (progress(r, metric, -1, ctx.confidence, last) for r in ctx.baseline) if p is not None]
+    cur = [p for p in (progress(r, metric, -1, ctx.confidence, last) for r in ctx.current) if p is not None]
+    if not cur:
+        return chk.skip(f"{metric} has fewer than 5 values in the current run")
+    if not base:
+        return chk.skip(f"the baseline does not log {metric}")
+    ref = statistics.median(b[0] for b in base)
+    if not all(b[1][0] > 0 for b in base):
+        chk.baseline = ref
+        return chk.set("pass", f"the baseline's {metric} did not clearly fall ({fmt(ref)} nats, interval reaching 0): "
+                               "nothing to compare the fall with")
+    value, ci, start = min(cur, key=lambda c: c[0])
+    need = (1 - limit.relative) * ref
+    chk.baseline, chk.current, chk.ci, chk.confidence = ref, value, ci, ctx.confidence
+    chk.change, chk.change_kind = value - ref, "absolute"
+    chk.threshold, chk.threshold_kind = need, "absolute"
+    status = _judge_progress(value, ci, need)
+    text = (f"{metric} fell {fmt(value)} nats from {fmt(start)} over the run (Theil-Sen, CI {fmt(ci[0])}..{fmt(ci[1])}) "
+            f"where the baseline's fell {fmt(ref)}; needs {1 - limit.relative:.0%} of that ({fmt(need)})")
+    if status != "pass":
+        text += (f": the entropy stays near where it started (~{math.exp(start):.0f} equally likely tokens), "
+                 "so the policy is not learning to prefer any output")
+    return cap_severity(chk.set(status, text), limit)
+
+
 def rl_checks(ctx: Context) -> list[Check]:
     t = ctx.training_type
     out = [level_check(ctx, f"rl.{t}.{name}", metric, title, direction, unit)
@@ -674,6 +893,9 @@ def rl_checks(ctx: Context) -> list[Check]:
         out.insert(1, kl_growth_check(ctx))
         out.insert(3, entropy_collapse_check(ctx))
         out.append(value_loss_explosion_check(ctx))
+    if t in KL_METRIC:
+        at = next(i for i, c in enumerate(out) if c.id == f"rl.{t}.kl") + 1
+        out[at:at] = [kl_vanish_check(ctx), entropy_stuck_check(ctx)]
     if t in ("grpo", "rloo"):
         out.insert(3, reward_func_collapse_check(ctx))
         beta = ctx.cur0.setting(f"{t}.beta")

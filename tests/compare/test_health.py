@@ -419,3 +419,32 @@ def test_late_windows_are_not_compared_with_a_run_that_stopped_early(compare, re
     r = compare(record_dir("full", series=dpo), record_dir("short", stopped(make_record(series=dpo, run_id="s"), 11)))
     assert r.check("rl.dpo.margins")["reason"] == "not compared: baseline stopped at step 11/30"
     assert r.doc["verdict"] == "warn" and not r.failing()
+
+
+def _spreads(length_varies_at: int, format_varies_at: int, steps: int = 20) -> dict:
+    """GRPO reward-function spreads: each function varies within a step at its first N steps only."""
+    return {"rewards/length/std": [0.3 if i < length_varies_at else 0.0 for i in range(steps)],
+            "rewards/format/std": [0.2 if i < format_varies_at else 0.0 for i in range(steps)],
+            "reward": [0.5 + 0.01 * i for i in range(steps)], "reward_std": [0.3] * steps}
+
+
+@pytest.mark.parametrize("base_format, cur_format, status", [
+    (20, 20, "pass"),    # both score throughout
+    (20, 0, "fail"),     # format scored at every step of the baseline and at none now: it broke
+    (12, 0, "fail"),     # ... or at most of the baseline's steps
+    (2, 0, "pass"),      # a reward the baseline earned at 2 steps of 20: another seed may never earn it
+])
+def test_a_reward_function_that_stopped_scoring(compare, record_dir, base_format, cur_format, status):
+    kw = dict(training_type="grpo", steps=20, warmup=3)
+    r = compare(record_dir("cur", series=_spreads(20, cur_format), **kw),
+                record_dir("base", series=_spreads(20, base_format), **kw))
+    c = r.check("rl.grpo.reward_func_collapse")
+    assert c["status"] == status, c["reason"]
+    if status == "fail":
+        assert c["reason"].startswith("format gives every completion the same score at all 20 steps")
+
+
+def test_a_constant_reward_function_only_warns_without_a_baseline(compare, record_dir):
+    r = compare(record_dir("cur", series=_spreads(0, 20), training_type="grpo", steps=20, warmup=3), "--no-baseline")
+    c = r.check("rl.grpo.reward_func_collapse")
+    assert c["status"] == "warn" and "length gives every completion the same score" in c["reason"]
