@@ -23,6 +23,9 @@ from ..results import encode, to_series  # noqa: F401 (to_series: re-exported fo
 from . import memory
 
 
+UPDATE_SAMPLE = 1 << 20  # parameter values read per optimizer step for the update ratio
+
+
 class CanaryTimeout(Exception):
     """The run took longer than `train.timeout_s`."""
 
@@ -68,6 +71,10 @@ class StepCollector(TrainerCallback):
         self._tokens = 0
         self._phases: dict[str, float] = {}
         self._grad_norms: list[float] = []
+        self._updates: list[float] = []  # ||delta theta|| / ||theta|| of each optimizer step in this step
+        self._lrs: list[float] = []  # the learning rate each of those optimizer steps applied
+        self._watched: set[int] = set()  # optimizers already hooked (canary exec may train twice)
+        self._snapshot = None
         self._t_last: float | None = None
         self.timed_out = False
         self.train_started_at: float | None = None
@@ -84,6 +91,45 @@ class StepCollector(TrainerCallback):
         """Record the total gradient norm before every optimizer step (for trainers that do not log it)."""
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
         inner.register_step_pre_hook(lambda opt, *_: self._grad_norms.append(_total_grad_norm(opt)))
+
+    def watch_updates(self, optimizer) -> None:
+        """Record the learning signal of every optimizer step: the relative parameter update
+        ||delta theta|| / ||theta|| over the trainable parameters, and the learning rate applied. A
+        frozen policy (learning rate ~0, a warmup that never ends) shows here whatever the loss does."""
+        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
+        if inner is None or not hasattr(inner, "register_step_pre_hook") or id(inner) in self._watched:
+            return
+        self._watched.add(id(inner))
+        inner.register_step_pre_hook(self._before_update)
+        inner.register_step_post_hook(self._after_update)
+
+    def _before_update(self, opt, *_):
+        params = [p for g in opt.param_groups for p in g["params"] if p.requires_grad and p.numel()]
+        lrs = [float(g["lr"]) for g in opt.param_groups if g["params"]]
+        if lrs:
+            self._lrs.append(max(lrs))
+        # A strided sample of at most UPDATE_SAMPLE values (every value for models up to that size):
+        # the copy stays small next to the optimizer's own state and adds nothing measurable to memory.
+        total = sum(p.numel() for p in params)
+        stride = max(1, -(-total // UPDATE_SAMPLE))
+        self._snapshot = (stride, [(p, p.detach().reshape(-1)[::stride].clone()) for p in params])
+
+    def _after_update(self, opt, *_):
+        if self._snapshot is None:
+            return
+        import torch
+
+        stride, snap = self._snapshot
+        self._snapshot = None
+        if not snap:
+            return
+        dev = snap[0][1].device
+        # float64: an exploding update (a learning rate of 1e30) must read as huge, not overflow to inf
+        deltas = torch.stack([torch.linalg.vector_norm((p.detach().reshape(-1)[::stride] - old).double()).to(dev)
+                              for p, old in snap])
+        bases = torch.stack([torch.linalg.vector_norm(old.double()).to(dev) for _, old in snap])
+        delta, base = float(torch.linalg.vector_norm(deltas)), float(torch.linalg.vector_norm(bases))
+        self._updates.append(delta / base if base > 0 else (0.0 if delta == 0 else math.inf))
 
     def time_method(self, obj, name: str, phase: str, count=None):
         """Wrap `obj.name` so the time spent in it counts towards `phase` (and its output towards
@@ -127,6 +173,7 @@ class StepCollector(TrainerCallback):
         self._sync()
         if self.device is not None:
             memory.cuda_peak_mb_and_reset(self.device)
+        self.watch_updates(kwargs.get("optimizer"))  # the HF Trainer and PPO both pass theirs
         self._t_last = self.train_started_at = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -151,10 +198,16 @@ class StepCollector(TrainerCallback):
         if self._grad_norms:
             # Optimizer steps inside one canary step (PPO minibatches): keep the largest.
             record["grad_norm"] = max(self._grad_norms, key=lambda g: g if math.isfinite(g) else math.inf)
+        if self._updates:
+            # Several optimizer steps in one canary step (PPO minibatches, epochs): their mean.
+            record["update_ratio"] = sum(self._updates) / len(self._updates)
+        if self._lrs:
+            record["effective_lr"] = self._lrs[-1]
         record.update(self._early_logs.pop(step, {}))
         self._flush()
         self._open = record
         self._tokens, self._phases, self._grad_norms = 0, {}, []
+        self._updates, self._lrs = [], []
 
         if now > self.deadline:
             if self.timed_out:  # the trainer ignored should_training_stop (PPO's own loop)

@@ -177,8 +177,51 @@ def stack_check(ctx: Context) -> Check:
     return cap_severity(chk, limit)
 
 
+def _machine_series(name: str) -> bool:
+    """Series that measure the machine or the bookkeeping, not the training."""
+    return (name in ("step", "warmup", "tokens") or name.endswith("_time_s") or name.startswith(TIMING_PREFIXES))
+
+
+def _logged(runs: list[Run]) -> set[str]:
+    return {n for r in runs for n, vals in r.series.items()
+            if any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)}
+
+
+def metrics_check(ctx: Context) -> Check:
+    """A metric the baseline logged and the current run lacks: the checks that read it would skip
+    silently. Named here; known renames across TRL / transformers versions are read as aliases
+    (loading.ALIASES) and listed."""
+    chk = Check("run.metrics", "run", "Metrics logged", "series.*", "none")
+    limit = ctx.limit(chk.id)
+    if not ctx.has_baseline:
+        return chk.skip("no baseline")
+    if not limit.enabled:
+        return chk.skip("disabled by thresholds")
+    base, cur = _logged(ctx.baseline), _logged(ctx.current)
+    missing = sorted(n for n in base - cur if not _machine_series(n))
+    renamed = {}
+    for side, runs in (("baseline", ctx.baseline), ("current run", ctx.current)):
+        for r in runs:
+            for canonical, other in r.renamed.items():
+                renamed.setdefault((canonical, other), side)
+    alias_text = "; ".join(f"the {side} logged {canonical} as {other}" for (canonical, other), side in renamed.items())
+    chk.baseline, chk.current = float(len(base)), float(len(cur))
+    if renamed:
+        chk.details["aliases"] = [{"metric": c, "logged_as": o, "side": s} for (c, o), s in renamed.items()]
+    if not missing:
+        return cap_severity(chk.set("pass", f"every metric the baseline logged is logged ({len(base)})"
+                                    + (f"; {alias_text} (read under one name)" if alias_text else "")), limit)
+    chk.details["missing"] = missing
+    shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+    chk.set("warn", f"{len(missing)} metric(s) the baseline logged are missing from the current run: {shown}; the "
+                    "checks that read them are skipped. A library version may have renamed them (a known rename "
+                    "belongs in compare/loading.py ALIASES) or the training no longer logs them"
+            + (f" ({alias_text})" if alias_text else ""))
+    return cap_severity(chk, limit)
+
+
 def run_checks(ctx: Context) -> list[Check]:
-    return [run_status_check(ctx), baseline_status_check(ctx), config_check(ctx)]
+    return [run_status_check(ctx), baseline_status_check(ctx), config_check(ctx), metrics_check(ctx)]
 
 
 def environment_checks(ctx: Context) -> list[Check]:

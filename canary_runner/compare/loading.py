@@ -20,6 +20,37 @@ STATUS_ORDER = ("completed", "interrupted", "timeout", "crashed")  # worst last
 NON_TRAINING_CONFIG = ("thresholds", "description")
 
 
+# Metrics TRL / transformers log under another name in other versions (or in another trainer of the
+# same family): canonical name -> the other names, per training type ("*": every type). A run that
+# logged only another name is read under the canonical one, so a library upgrade does not turn a
+# check into a silent skip. Each was seen in TRL's sources: `lr` (PPO's loop) vs `learning_rate`
+# (the HF Trainer); `completion_length` and `zero_std_ratio` (GRPO before the `completions/*` and
+# `frac_reward_zero_std` names); `clip_ratio` (GRPO's Liger loss and older GRPO); `objective/kl`
+# (PPO, online DPO) vs `kl` (GRPO, RLOO).
+ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
+    "*": {"learning_rate": ("lr",)},
+    "ppo": {"objective/kl": ("kl",), "policy/entropy_avg": ("entropy",)},
+    "grpo": {"kl": ("objective/kl",), "completions/mean_length": ("completion_length",),
+             "clip_ratio/region_mean": ("clip_ratio",), "frac_reward_zero_std": ("zero_std_ratio",)},
+}
+ALIASES["rloo"] = ALIASES["grpo"]
+
+
+def canonical_series(training_type: str, series: dict) -> dict[str, str]:
+    """Rename, in place, the series logged under another name (ALIASES) to the canonical one;
+    returns {canonical: the name it was logged under}."""
+    renamed = {}
+    for table in (ALIASES["*"], ALIASES.get(training_type, {})):
+        for name, others in table.items():
+            if name in series:
+                continue
+            other = next((o for o in others if o in series), None)
+            if other is not None:
+                series[name] = series.pop(other)
+                renamed[name] = other
+    return renamed
+
+
 class CompareInputError(Exception):
     """Inputs compare cannot use: missing, corrupt, unsupported schema, or incompatible runs."""
 
@@ -28,6 +59,11 @@ class CompareInputError(Exception):
 class Run:
     path: Path
     record: dict = field(repr=False)
+    renamed: dict = field(default_factory=dict)  # canonical metric -> the name this run logged it under
+
+    def __post_init__(self):
+        if isinstance(self.record.get("series"), dict) and isinstance(self.record.get("run"), dict):
+            self.renamed = canonical_series(self.record["run"].get("training_type", ""), self.record["series"])
 
     @property
     def id(self) -> str:

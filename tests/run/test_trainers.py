@@ -40,6 +40,10 @@ def check_record(out_dir, training_type, steps):
     assert all(isinstance(v, float) for v in series["loss"]) and all(isinstance(v, float) for v in series["grad_norm"])
     for key in EXPECTED[training_type]:
         assert key in series, key
+    # The collector's learning signal, for every type: each optimizer step moved the trainable parameters
+    # (relative update ||dθ||/||θ||), at the learning rate the optimizer applied.
+    assert all(0 < u < 1 for u in series["update_ratio"]), series["update_ratio"]
+    assert all(lr > 0 for lr in series["effective_lr"]), series["effective_lr"]
     s = rec["summary"]
     assert s["step_time_s"]["count"] == steps - 2 and s["tokens_per_s"]["median"] > 0
     assert s["peak_memory"]["cpu_rss_anon_mb"] > 0
