@@ -133,7 +133,7 @@ class PPOSection(Strict):
     extra_args: dict[str, Any] = Field(default_factory=dict, description="Passed to PPOConfig as is.")
 
 
-BUILTIN_REWARD_FUNCS = ("length", "format", "digits")
+BUILTIN_REWARD_FUNCS = ("length", "format", "digits", "lowercase")
 
 
 def _import_string(value: str | None) -> str | None:

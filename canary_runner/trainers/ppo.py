@@ -26,13 +26,18 @@ def build(w: Workload, collector):
     cfg, s = w.config, w.config.ppo
     tokenizer = w.tokenizer
     tokenizer.padding_side = "left"
-    reward_name = cfg.model.reward_model
+    reward_name, reward_head = cfg.model.reward_model, "score"
     if reward_name is None:
         if not embedded.is_embedded(cfg.model.name):
             raise AdapterError("ppo needs model.reward_model (a sequence-classification model with one label) "
                                "when model.name is not an embedded model")
-        reward_name = cfg.model.name  # the same embedded spec with a one-logit score head
-    value_name = cfg.model.value_model or reward_name
+        reward_name = cfg.model.name
+        # The embedded reward model scores the `lowercase` rule, so the policy has something to learn;
+        # specs without one get the same spec with a randomly initialised one-logit score head.
+        if embedded.has_reward_model(reward_name):
+            reward_head = "reward"
+    # The value model starts as a copy of the reward model, as usual for PPO, unless one is named.
+    value_name, value_head = (cfg.model.value_model, "score") if cfg.model.value_model else (reward_name, reward_head)
     peft = peft_config(cfg)
 
     world = world_size()
@@ -59,7 +64,7 @@ def build(w: Workload, collector):
     ref = load_model(cfg.model.name, "causal", cfg) if (peft is None or world > 1) else None
     trainer = trainer_class(cfg, PPOTrainer)(
         args=args, processing_class=tokenizer, model=policy, ref_model=ref,
-        reward_model=load_model(reward_name, "score", cfg), value_model=load_model(value_name, "score", cfg),
+        reward_model=load_model(reward_name, reward_head, cfg), value_model=load_model(value_name, value_head, cfg),
         train_dataset=_tokenize(w.dataset, tokenizer, max(1, t.max_length - s.response_length)),
         peft_config=peft, callbacks=[*user_callbacks(cfg), collector],
     )

@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -131,16 +132,23 @@ def _build_tokenizer(out: Path, vocab_size: int) -> None:
 
 
 def model_path(name: str, head: str = "causal") -> Path:
-    """Build (once) and return the directory of embedded model `name` with a causal-LM head or a
-    one-logit sequence-classification head (`head="score"`, for reward and value models)."""
+    """Build (once) and return the directory of embedded model `name` with a causal-LM head, a
+    one-logit sequence-classification head (`head="score"`, randomly initialised), or the embedded
+    PPO reward model (`head="reward"`, see `_set_lowercase_reward`; Llama specs only)."""
     import torch
     import transformers
 
     spec_name = name.removeprefix(PREFIX)
     spec = load_spec(spec_name)
     tok_dir = tokenizer_path(spec.get("vocab_size", 512))
+    if head == "reward" and not has_reward_model(name):
+        raise ValueError(f"embedded model '{PREFIX}{spec_name}' has no built-in reward model "
+                         "(only Llama specs do); set model.reward_model")
+    from .rewards import LOWERCASE
+
+    rule = LOWERCASE.pattern.encode() if head == "reward" else b""
     key = _digest(json.dumps(spec, sort_keys=True).encode(), head.encode(), tok_dir.name.encode(),
-                  torch.__version__.encode(), transformers.__version__.encode())
+                  torch.__version__.encode(), transformers.__version__.encode(), *([rule] if rule else []))
     target = cache_root() / "models" / f"{spec_name}-{head}-{key}"
     with _build_once(target) as tmp:
         if tmp is not None:
@@ -159,7 +167,7 @@ def _build_model(out: Path, spec: dict, head: str, tok_dir: Path) -> None:
         arch.pop("model_type"), vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id, **arch,
     )
-    if head == "score":
+    if head in ("score", "reward"):
         config.num_labels = 1
         auto = transformers.AutoModelForSequenceClassification
     else:
@@ -168,9 +176,56 @@ def _build_model(out: Path, spec: dict, head: str, tok_dir: Path) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.get("seed", 0) + (1 if head == "score" else 0))
         model = auto.from_config(config, dtype=torch.float32)
+    if head == "reward":
+        _set_lowercase_reward(model, tokenizer)
     if head == "causal":
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = tokenizer.eos_token_id
     transformers.utils.logging.disable_progress_bar()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+
+
+def has_reward_model(name: str) -> bool:
+    """Whether embedded model `name` has the built-in PPO reward model (`head="reward"`)."""
+    return load_spec(name.removeprefix(PREFIX))["config"]["model_type"] == "llama"
+
+
+def _set_lowercase_reward(model, tokenizer) -> None:
+    """Turn a Llama sequence classifier into an exact scorer of the `lowercase` reward's rule.
+
+    PPO needs its reward as a sequence-classification model. Rather than train one (slow to build,
+    and CPU training is not bit-identical across machines), the weights are set by hand so the model
+    computes the rule itself, in every machine's arithmetic: each token embeds as +1 (a lowercase
+    word: the `lowercase` reward's characters only) or -1 (anything else) in dimension 0; layer 0's
+    attention, with zero queries and keys, averages that over the sequence into dimension 1; every
+    other block adds nothing; the score head reads dimension 1. The score at a position is then
+    ~(2 x the share of lowercase-word tokens so far - 1), in [-1, 1]: the whole sequence at its
+    last token for the reward, and a fair first value estimate for PPO's value model.
+    """
+    import torch
+
+    from .rewards import LOWERCASE
+
+    inner = model.model
+    hidden = model.config.hidden_size
+    word = re.compile(f"(?:{LOWERCASE.pattern})+")
+    sign = torch.tensor([1.0 if word.fullmatch(tokenizer.decode([i])) else -1.0
+                         for i in range(model.config.vocab_size)])
+    with torch.no_grad():
+        inner.embed_tokens.weight.zero_()
+        inner.embed_tokens.weight[:, 0] = sign  # RMSNorm then scales it to +-sqrt(hidden)
+        for i, layer in enumerate(inner.layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            for proj in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.down_proj):
+                proj.weight.zero_()
+            for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+                norm.weight.fill_(1.0)
+            if i == 0:
+                attn.v_proj.weight[0, 0] = 1.0  # kv-head 0, dim 0 <- the sign
+                attn.o_proj.weight[1, 0] = 1.0 / (4 * hidden ** 0.5)  # the mean sign, x 1/4, into dim 1
+        inner.norm.weight.fill_(1.0)
+        model.score.weight.zero_()
+        # The final RMSNorm divides [sign, mean/4] by its rms: score = mean / sqrt(1 + mean^2/16),
+        # within 3% of the mean sign.
+        model.score.weight[0, 1] = 4.0 / hidden ** 0.5

@@ -45,7 +45,23 @@ def digits(completions, answer=None, **_) -> list[float]:
     return scores
 
 
-REWARD_FUNCS = {"length": length, "format": format, "digits": digits}
+# The embedded RL canaries' task: write plain lowercase words. About 30% of the embedded tokenizer's
+# tokens are lowercase words, so the untrained model (near-uniform over 512 tokens) scores ~0.45 and
+# every group of samples differs: a dense signal the tiny model can climb within 20 steps, lowering
+# its entropy as it does. The embedded PPO reward model scores the same rule (embedded.reward_model_path).
+LOWERCASE = re.compile(r"[a-z ]")
+
+
+def lowercase(completions, **_) -> list[float]:
+    """Share of the completion's characters that are lowercase ASCII letters or spaces (0 when empty)."""
+    scores = []
+    for c in completions:
+        t = _text(c)
+        scores.append(len(LOWERCASE.findall(t)) / len(t) if t else 0.0)
+    return scores
+
+
+REWARD_FUNCS = {"length": length, "format": format, "digits": digits, "lowercase": lowercase}
 
 
 def reward_funcs(names: list[str], field: str = "reward_funcs"):

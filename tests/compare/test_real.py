@@ -96,7 +96,7 @@ def test_ppo_kl_blow_up_with_a_weak_kl_penalty_is_flagged(compare, trained, ppo_
     assert r.status("rl.ppo.kl_growth") == "fail"
     assert r.check("rl.ppo.kl")["current"] > 10
     kl = next(d for d in r.doc["diagnosis"] if "KL" in d["cause"])
-    assert "ppo.kl_coef 0.05 -> 0.0" in kl["cause"]
+    assert "ppo.kl_coef 0.02 -> 0.0" in kl["cause"]
     # without a baseline the absolute KL limit still catches it
     r = compare(blow, "--no-baseline")
     assert r.status("rl.ppo.kl") == "fail" and r.doc["verdict"] == "fail"

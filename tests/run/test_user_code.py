@@ -154,7 +154,7 @@ def test_import_string_syntax_is_checked_with_the_config(tmp_path, capsys):
     assert code == 2 and "trainer.class: Value error, 'my_trainer.py' is not an import string" in err
     code, err = run_cli(capsys, config, "--set", "training_type=grpo", "--set", "sft=null",
                         "--set", "grpo.reward_funcs=[lenght]")
-    assert code == 2 and "'lenght' is neither a built-in reward (length, format, digits) nor an import string" in err
+    assert code == 2 and "'lenght' is neither a built-in reward (length, format, digits, lowercase) nor an import string" in err
 
 
 def test_failing_install_is_bad_input_and_nothing_trains(tmp_path):
