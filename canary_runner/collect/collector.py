@@ -75,6 +75,7 @@ class StepCollector(TrainerCallback):
         self._lrs: list[float] = []  # the learning rate each of those optimizer steps applied
         self._watched: set[int] = set()  # optimizers already hooked (canary exec may train twice)
         self._snapshot = None
+        self._buffers = None  # the parameters before the current optimizer step (small models)
         self._t_last: float | None = None
         self.timed_out = False
         self.train_started_at: float | None = None
@@ -108,28 +109,55 @@ class StepCollector(TrainerCallback):
         lrs = [float(g["lr"]) for g in opt.param_groups if g["params"]]
         if lrs:
             self._lrs.append(max(lrs))
-        # A strided sample of at most UPDATE_SAMPLE values (every value for models up to that size):
-        # the copy stays small next to the optimizer's own state and adds nothing measurable to memory.
+        if not params:
+            return
+        import torch
+
         total = sum(p.numel() for p in params)
-        stride = max(1, -(-total // UPDATE_SAMPLE))
-        self._snapshot = (stride, [(p, p.detach().reshape(-1)[::stride].clone()) for p in params])
+        one_place = len({(p.device, p.dtype) for p in params}) == 1
+        with torch.no_grad():
+            if total <= UPDATE_SAMPLE and one_place:
+                # Small models: every value, copied into one flat buffer kept across steps (views shaped
+                # like the parameters), so each reading is one kernel: per-tensor calls would cost more
+                # than the update itself.
+                key = [(p.shape, p.device, p.dtype) for p in params]
+                if self._buffers is None or self._buffers[0] != key:
+                    flat = torch.empty(total, device=params[0].device, dtype=params[0].dtype)
+                    views = [v.view(p.shape) for v, p in zip(flat.split([p.numel() for p in params]), params)]
+                    self._buffers = (key, flat, views)
+                _, flat, views = self._buffers
+                torch._foreach_copy_(views, params)  # under no_grad: the parameters are only read
+                self._snapshot = ("all", params, torch.linalg.vector_norm(flat))
+            else:
+                # Large models: a strided sample of UPDATE_SAMPLE values per device, small next to the
+                # optimizer's own state.
+                stride = max(1, -(-total // UPDATE_SAMPLE))
+                self._snapshot = ("sample", params, (stride, _flat(params, stride)))
 
     def _after_update(self, opt, *_):
         if self._snapshot is None:
             return
         import torch
 
-        stride, snap = self._snapshot
+        kind, params, sample = self._snapshot
         self._snapshot = None
-        if not snap:
-            return
-        dev = snap[0][1].device
-        # float64: an exploding update (a learning rate of 1e30) must read as huge, not overflow to inf
-        deltas = torch.stack([torch.linalg.vector_norm((p.detach().reshape(-1)[::stride] - old).double()).to(dev)
-                              for p, old in snap])
-        bases = torch.stack([torch.linalg.vector_norm(old.double()).to(dev) for _, old in snap])
-        delta, base = float(torch.linalg.vector_norm(deltas)), float(torch.linalg.vector_norm(bases))
-        self._updates.append(delta / base if base > 0 else (0.0 if delta == 0 else math.inf))
+        with torch.no_grad():
+            if kind == "all":  # small model: old - new in the flat buffer, in place
+                _, flat, views = self._buffers
+                torch._foreach_sub_(views, params)
+                deltas, bases = [flat], None
+                norms = torch.stack([torch.linalg.vector_norm(flat), sample])
+            else:  # large model: flat strided samples per device
+                stride, old = sample
+                new = _flat(params, stride)
+                deltas, bases = [new[dev] - before for dev, before in old.items()], list(old.values())
+                norms = torch.stack([torch.stack([torch.linalg.vector_norm(d), torch.linalg.vector_norm(b)]).to(
+                    deltas[0].device) for d, b in zip(deltas, bases)]).double().square().sum(0).sqrt()
+            delta, base = norms.tolist()  # one device sync
+            if not math.isfinite(delta):  # an exploding update (learning rate 1e30) overflows float32
+                delta = math.sqrt(sum(float(torch.linalg.vector_norm(d, dtype=torch.float64)) ** 2 for d in deltas))
+        ratio = delta / base if base > 0 else (0.0 if delta == 0 else math.inf)
+        self._updates.append(ratio)
 
     def time_method(self, obj, name: str, phase: str, count=None):
         """Wrap `obj.name` so the time spent in it counts towards `phase` (and its output towards
@@ -243,6 +271,16 @@ class StepCollector(TrainerCallback):
         self._flush()
         self._stream.close()
         return self.records
+
+
+def _flat(params, stride: int) -> dict:
+    """device -> one flat copy of the parameters on it (every `stride`-th value of each)."""
+    import torch
+
+    by_device: dict = {}
+    for p in params:
+        by_device.setdefault(p.device, []).append(p.detach().reshape(-1)[::stride] if stride > 1 else p.detach().reshape(-1))
+    return {dev: torch.cat(ts) for dev, ts in by_device.items()}
 
 
 def _total_grad_norm(optimizer) -> float:
