@@ -146,6 +146,11 @@ def _device(cfg: CanaryConfig):
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
+    if cfg.train.precision == "fp16":
+        # accelerate turns fp16 off on the CPU without a word: the run would be plain fp32.
+        raise SetupError("train.precision fp16 needs a CUDA device: on the CPU it silently runs in fp32 (no "
+                         "autocast, no loss scaling), so this canary would test nothing of fp16. Use fp32 or "
+                         "bf16 on the CPU, or run it on a GPU runner")
     return None
 
 

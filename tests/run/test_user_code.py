@@ -173,3 +173,11 @@ def test_unsplittable_install_line(tmp_path, capsys):
     code = cli.main(["run", "sft_embedded", "-o", str(tmp_path / "run"), "--install", "-r 'requirements.txt"])
     err = capsys.readouterr().err
     assert code == 2 and "cannot be split into pip arguments" in err
+
+
+def test_fp16_on_the_cpu_is_refused_not_run_as_fp32(tmp_path, capsys):
+    """accelerate drops fp16 on the CPU silently: such a canary would measure fp32 and call it fp16."""
+    code, err = run_cli(capsys, "sft_embedded", "-o", tmp_path / "run", "--set", "train.precision=fp16")
+    assert code == 2
+    assert "train.precision fp16 needs a CUDA device: on the CPU it silently runs in fp32" in err
+    assert not (tmp_path / "run" / "metrics.json").exists()
