@@ -239,16 +239,12 @@ def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_ste
                 error = {"type": "Timeout", "message": f"stopped after train.timeout_s={cfg.train.timeout_s}s"}
         except SetupError:
             raise
-        except CanaryTimeout as e:
-            status, error = "timeout", {"type": "Timeout", "message": str(e)}
-        except (Interrupted, KeyboardInterrupt) as e:
-            status, error = "interrupted", {"type": type(e).__name__, "message": str(e) or "interrupted"}
-        except torch.OutOfMemoryError as e:
-            status, error = "crashed", {"type": "OutOfMemoryError", "message": str(e).splitlines()[0],
-                                        "traceback": traceback.format_exc()}
-        except Exception as e:
-            status, error = "crashed", {"type": type(e).__name__, "message": str(e),
-                                        "traceback": traceback.format_exc()}
+        except (Interrupted, KeyboardInterrupt, Exception) as e:
+            # First thing: no signal may interrupt the handling of how the run ended. A SIGTERM that
+            # lands while a crash's traceback is being formatted (torchrun stops the other ranks when
+            # one dies) would otherwise escape here, and the rank would leave no record at all.
+            signals["writing"] = True
+            status, error = _how_it_ended(e)
         finally:
             if cfg.train.gc_freeze:
                 gc.unfreeze()
@@ -265,6 +261,22 @@ def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_ste
                                f"steps.jsonl): the run {record['status']} after "
                                f"{record['run']['steps_completed']} step(s)", record, out_dir)
     return record, EXIT_OK if status == "completed" else EXIT_CRASHED
+
+
+def _how_it_ended(e: BaseException) -> tuple[str, dict]:
+    """The run's status and error for the exception that ended it (called inside its handler)."""
+    import torch
+
+    from .collect.collector import CanaryTimeout
+
+    if isinstance(e, CanaryTimeout):
+        return "timeout", {"type": "Timeout", "message": str(e)}
+    if isinstance(e, (Interrupted, KeyboardInterrupt)):
+        return "interrupted", {"type": type(e).__name__, "message": str(e) or "interrupted"}
+    if isinstance(e, torch.OutOfMemoryError):
+        return "crashed", {"type": "OutOfMemoryError", "message": str(e).splitlines()[0],
+                           "traceback": traceback.format_exc()}
+    return "crashed", {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
 
 
 def _finish(cfg, collector, status, error, config_path, env, started_at, t0, train_t0) -> tuple[dict, list]:

@@ -59,6 +59,23 @@ def test_exception_mid_run(tmp_path, configs_dir, training_type):
     assert rec["summary"]["step_time_s"]["count"] == 3  # steps after warmup are summarised
 
 
+class SignalledWhileFormatted(RuntimeError):
+    """A crash during whose handling SIGTERM arrives, as when torchrun stops the surviving ranks
+    after one died: the signal lands while the runner formats this error."""
+
+    def __str__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return "peer rank died"
+
+
+def test_a_signal_while_a_crash_is_handled_keeps_the_record(tmp_path, configs_dir):
+    cfg = load_config(configs_dir / "sft_embedded.yaml", ["train.max_steps=10", "train.warmup_steps=1"])
+    rec, code = run(cfg, tmp_path, callbacks=[RaiseAt(3, SignalledWhileFormatted())])
+    assert code == 3
+    rec = assert_preserved(tmp_path, "crashed", 3)
+    assert rec["error"]["type"] == "SignalledWhileFormatted" and rec["error"]["message"] == "peer rank died"
+
+
 def test_out_of_memory_mid_run(tmp_path, configs_dir):
     # No GPU here: the OOM is raised by a callback, as torch raises it from inside a CUDA step.
     cfg = load_config(configs_dir / "dpo_embedded.yaml", ["train.max_steps=10", "train.warmup_steps=1"])
