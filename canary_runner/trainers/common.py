@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,10 +85,40 @@ def make_args(config_cls, cfg: CanaryConfig, out_dir: Path, use_cpu: bool, **spe
     if unknown:
         raise AdapterError(f"{cfg.training_type}.extra_args: {unknown} are not arguments of "
                            f"{config_cls.__module__}.{config_cls.__name__}")
+    wrong = _mistyped(config_cls, cfg.section.extra_args)
+    if wrong:
+        raise AdapterError(f"{cfg.training_type}.extra_args: " + "; ".join(wrong) + f" (the types of "
+                           f"{config_cls.__module__}.{config_cls.__name__}); fix the values in the config")
     try:
         return config_cls(**kwargs)
     except (ValueError, TypeError) as e:
         raise AdapterError(f"{config_cls.__name__} rejected the config: {e}") from None
+
+
+def _mistyped(config_cls, extra: dict) -> list[str]:
+    """`extra_args` values that do not match the TRL field's annotation. The dataclass accepts any
+    value, so a list where an int belongs would otherwise surface mid-run as a crash (exit 3) instead
+    of a bad input (exit 2). Strict: YAML gives the right types, and no default of the pinned TRL
+    configs fails this."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        hints = typing.get_type_hints(config_cls)
+    except Exception:  # an annotation that cannot be resolved: TRL checks the values itself
+        return []
+    wrong = []
+    for key, value in extra.items():
+        try:
+            TypeAdapter(hints[key]).validate_python(value, strict=True)
+        except ValidationError as e:
+            wrong.append(f"{key}={value!r} is not {_type_name(hints[key])} ({e.errors()[0]['msg']})")
+        except Exception:  # an annotation pydantic has no validator for: left to TRL
+            continue
+    return wrong
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 def peft_config(cfg: CanaryConfig):

@@ -83,6 +83,19 @@ def test_unknown_trl_argument_is_exit_2(tmp_path, capsys, configs_dir):
     assert not (tmp_path / "r" / "metrics.json").exists()  # nothing ran: no record that could pass for a run
 
 
+@pytest.mark.parametrize("setting", ["sft.extra_args.max_length=[1,2]", "sft.extra_args.packing=[1]"])
+def test_a_trl_argument_of_the_wrong_type_is_exit_2(tmp_path, capsys, configs_dir, setting):
+    # TRL's dataclass takes any value: without the check, a list for an int crashed mid-run (exit 3)
+    # and a list for a bool ran as True.
+    code = main(["run", str(configs_dir / "sft_embedded.yaml"), "--set", setting, "-o", str(tmp_path / "r"),
+                 "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    key = setting.split(".")[2].split("=")[0]
+    assert f"sft.extra_args: {key}=" in err and "SFTConfig" in err and "Traceback" not in err, err
+    assert not (tmp_path / "r" / "metrics.json").exists()
+
+
 def test_unknown_embedded_model_and_dataset_are_exit_2(tmp_path, capsys, configs_dir):
     cfg = str(configs_dir / "sft_embedded.yaml")
     assert main(["run", cfg, "--set", "model.name=embedded:nope", "-o", str(tmp_path / "a"), "--no-progress"]) == 2
