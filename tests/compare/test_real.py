@@ -172,8 +172,10 @@ def test_runs_that_do_not_learn_fail_whatever_the_config_says(compare, broken, d
     r = compare(broken("dpo-no-gradient"), *base)
     c = r.check("stability.learning")
     assert c["status"] == "fail" and "no signal learned 25% of the baseline's progress" in c["reason"], c["reason"]
+    # a loss without gradient leaves every parameter where it was: a frozen policy, named by the config field
+    assert r.doc["diagnosis"][0]["kind"] == "frozen_policy"
     assert r.doc["diagnosis"][0]["cause"] == \
-        "The model is not learning since dpo.extra_args.label_smoothing: None -> 0.5"
+        "The parameters do not move since dpo.extra_args.label_smoothing: None -> 0.5"
     assert compare(broken("dpo-no-gradient"), "--no-baseline").status("stability.learning") == "fail"
     # the healthy baseline passes both without a baseline of its own
     r = compare(broken("sft-base"), "--no-baseline")
