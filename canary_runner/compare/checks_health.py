@@ -9,6 +9,7 @@ interval of the change of the mean).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import zlib
@@ -17,7 +18,9 @@ import numpy as np
 
 from .checks_run import training_config_diff
 from .loading import Run
-from .model import Check, Context, cap_severity, conclude, fmt, judge_change, judge_level, pct
+from .model import (STATUS_RANK, Check, Context, cap_severity, conclude, fmt, judge_change, judge_level, pct,
+                    signed)
+from .settings import Limit
 from .stats import bootstrap_change, trend, window_size
 
 LOSS_TRENDED_TYPES = ("sft", "dpo", "reward", "custom")  # GRPO/RLOO losses are ~0 by design; PPO's is checked by parts; custom: a plain Trainer under canary exec
@@ -147,64 +150,154 @@ def _divergence(pts: list[tuple[int, float]], window: float, confidence: float) 
             "score": max(rise_rel, lost)}
 
 
+# Gradient norms: instability is judged against the run's own level, never against the baseline's
+# scale. A LoRA rank, a loss type (DPO ipo) or a reward scale moves the whole grad-norm series up or
+# down with the same shape: healthy, and only reported. What is unstable is the shape: growth over the
+# run, spikes far above the steps just before them, a jitter from step to step larger than the
+# baseline's (on the log scale, so it is scale-free), and more steps clipped than the baseline's shape
+# would be clipped at the current scale.
+SPIKE_LOOKBACK = 5  # a spike is measured against the median of up to this many steps before it
+SPIKES_REPEATED = 2  # this many spikes in one run is an instability, not a lone event that recovered
+
+
+def _grad_points(run: Run, last: float = math.inf) -> list[tuple[int, float]]:
+    return [(s, v) for s, v in run.finite_points("grad_norm", after_warmup=True) if s <= last]
+
+
+def _spikes(pts: list[tuple[int, float]], multiple: float) -> list[tuple[int, float]]:
+    """(step, ratio) of each grad norm above `multiple` x the median of the steps just before it."""
+    out = []
+    for i in range(3, len(pts)):
+        level = statistics.median(v for _, v in pts[max(0, i - SPIKE_LOOKBACK): i])
+        if level > 0 and pts[i][1] > multiple * level:
+            out.append((pts[i][0], pts[i][1] / level))
+    return out
+
+
+def _log_steps(pts: list[tuple[int, float]]) -> list[float]:
+    """|log(g[i+1] / g[i])| between consecutive positive grad norms: the step-to-step jitter, scale-free."""
+    vals = [v for _, v in pts if v > 0]
+    return [abs(math.log(b / a)) for a, b in zip(vals, vals[1:])]
+
+
+def _grad_growth(pts: list[tuple[int, float]], frac: float) -> tuple[float, float, float, int] | None:
+    vals = [v for _, v in pts]
+    k = window_size(len(vals), frac)
+    early, late = statistics.median(vals[:k]), statistics.median(vals[-k:])
+    return (late / early, early, late, pts[-k][0]) if early > 0 else None
+
+
+def _judged(chk: Check, ch, limit: Limit, what: str, prefer: str = "relative") -> Check:
+    """judge_change on a copy of `chk`, so that several criteria can be judged and the worst reported."""
+    sub = dataclasses.replace(chk, details={})
+    judge_change(sub, ch, limit, what, prefer)
+    return sub
+
+
+def _grad_vs_baseline(ctx: Context, chk: Check, limit: Limit) -> tuple[list[Check], list[str]]:
+    """The shape criteria that need the baseline: jitter and excess clipping; and the scale, as information."""
+    last = ctx.last_common_step
+    base = [p for p in (_grad_points(r, last) for r in ctx.baseline) if len(p) >= 3]
+    cur = [p for p in (_grad_points(r, last) for r in ctx.current) if len(p) >= 3]
+    if not base or not cur:
+        return [], []
+    judged, info = [], []
+    b_med = statistics.median(v for p in base for _, v in p)
+    c_med = statistics.median(v for p in cur for _, v in p)
+    if b_med > 0 and c_med > 0:
+        info.append(f"median grad norm {fmt(b_med)} -> {fmt(c_med)} ({c_med / b_med:.2g}x the baseline's): a change "
+                    "of scale alone (LoRA rank, loss type, reward scale) is not judged, only the shape")
+    if limit.relative is not None:
+        ch = bootstrap_change([_log_steps(p) for p in base], [_log_steps(p) for p in cur], "mean",
+                              ctx.confidence, ctx.settings.resamples, _seed(chk.id))
+        # a baseline whose grad norm never moved has no jitter to compare with
+        if ch is not None and ch.n_baseline >= 3 and ch.n_current >= 3 and ch.baseline > 1e-9:
+            judged.append(_judged(chk, ch, Limit(relative=limit.relative),
+                                  "step-to-step jitter of the grad norm (mean |log ratio| of consecutive steps)"))
+    clip = ctx.cur0.setting("train.max_grad_norm")
+    if limit.absolute is not None and isinstance(clip, (int, float)) and clip > 0 and b_med > 0 and c_med > 0:
+        # The share of the baseline's steps that would be clipped at the current scale: clipping that a
+        # change of scale explains (every step of a DPO ipo run is clipped) is not instability.
+        at = clip * b_med / c_med
+        ch = bootstrap_change([[float(v > at) for _, v in p] for p in base], [[float(v > clip) for _, v in p] for p in cur],
+                              "mean", ctx.confidence, ctx.settings.resamples, _seed(chk.id) + 1)
+        sub = dataclasses.replace(chk, unit="ratio")
+        judged.append(_judged(sub, ch, Limit(absolute=limit.absolute),
+                              f"share of steps clipped (grad norm above train.max_grad_norm {fmt(clip)}, the baseline's "
+                              "at the current scale)", prefer="absolute"))
+    return judged, info
+
+
 def grad_norm_check(ctx: Context) -> Check:
-    """Explosion = sustained growth: the late window's median grad norm against the early window's
-    (after warmup). A lone spike that clipping absorbs is reported but does not fail; NaN is its own check."""
+    """Gradient instability, judged by the shape of the grad-norm series relative to the run's own level:
+    sustained growth (late / early), repeated spikes above the steps just before them, and with a
+    baseline, the step-to-step jitter and the clipped share against the baseline's shape. A lone spike
+    that recovers is reported; a change of scale is reported, never failed; NaN is its own check."""
     chk = Check("stability.grad_norm", "stability", "Gradient norm", "grad_norm", "lower_is_better", "ratio")
     limit = ctx.limit(chk.id)
     if not limit.enabled:
         return chk.skip("disabled by thresholds")
-    cur = [r.steady("grad_norm") for r in ctx.current]
-    if sum(len(c) for c in cur) < 3:
+    if sum(len(r.steady("grad_norm")) for r in ctx.current) < 3:
         return chk.skip("grad_norm not logged after warmup")
     frac = ctx.settings.window
+    multiple = limit.max if limit.max is not None else 10.0
     reasons, status = [], "pass"
-    growth, spike, vanished = None, None, False  # (ratio, early, late, first step of late), (ratio, step)
+    growth, spikes, vanished = None, [], False
     for run in ctx.current:
-        pts = run.finite_points("grad_norm", after_warmup=True)
+        pts = _grad_points(run)
         if len(pts) < 3:
             continue
-        vals = [v for _, v in pts]
-        med = statistics.median(vals)
-        if med <= 0:
+        if statistics.median(v for _, v in pts) <= 0:
             vanished = True
             continue
-        k = window_size(len(vals), frac)
-        early, late = statistics.median(vals[:k]), statistics.median(vals[-k:])
-        if early > 0 and (growth is None or late / early > growth[0]):
-            growth = (late / early, early, late, pts[-k][0])
-        step, peak = max(pts, key=lambda p: p[1])
-        if spike is None or peak / med > spike[0]:
-            spike = (peak / med, step)
-    if limit.relative is not None and ctx.has_baseline:
-        # Only the steps both sides recorded: grad norms drift over a run, so a run that stopped early
-        # must not be compared with the baseline's later steps.
-        last = ctx.last_common_step
-        base = [[v for s, v in r.finite_points("grad_norm", after_warmup=True) if s <= last] for r in ctx.baseline]
-        common = [[v for s, v in r.finite_points("grad_norm", after_warmup=True) if s <= last] for r in ctx.current]
-        if sum(len(b) for b in base) >= 3 and sum(len(c) for c in common) >= 3:
-            ch = bootstrap_change(base, common, "median", ctx.confidence, ctx.settings.resamples, _seed(chk.id))
-            judge_change(chk, ch, type(limit)(relative=limit.relative), "median grad norm")
-            chk.confidence = ctx.confidence
-            status, reasons = chk.status, [chk.reason]
+        g = _grad_growth(pts, frac)
+        if g is not None and (growth is None or g[0] > growth[0]):
+            growth = g
+        found = _spikes(pts, multiple)
+        if len(found) > len(spikes):
+            spikes = found
     if vanished:
-        status = "warn" if status == "pass" else status
-        reasons.insert(0, "grad norm is 0 at the median step after warmup: gradients vanished (saturated or "
-                          "frozen parameters)")
+        status = "warn"
+        reasons.append("grad norm is 0 at the median step after warmup: gradients vanished (saturated or "
+                       "frozen parameters)")
     if limit.max is not None and growth is not None:
+        chk.current, chk.threshold, chk.threshold_kind = growth[0], limit.max, "absolute"
         text = (f"late median grad norm {fmt(growth[2])} is {growth[0]:.2g}x the early median {fmt(growth[1])} "
                 f"(limit {limit.max:g}x)")
         if growth[0] > limit.max:
-            status = "fail"
-            chk.threshold, chk.threshold_kind, chk.step = limit.max, "absolute", growth[3]
-            chk.current, chk.change, chk.ci = growth[0], None, None
+            status, chk.step = "fail", growth[3]
             reasons.insert(0, text + ": the gradients exploded")
         else:
             reasons.append(text)
-            if chk.current is None:
-                chk.current, chk.threshold, chk.threshold_kind = growth[0], limit.max, "absolute"
-    if spike is not None and spike[0] > (limit.max or 10):
-        reasons.append(f"a spike at step {spike[1]} reached {spike[0]:.0f}x the run's median and the run recovered")
+    if spikes:
+        base_spikes = max((len(_spikes(_grad_points(r, ctx.last_common_step), multiple)) for r in ctx.baseline),
+                          default=0)
+        top = max(spikes, key=lambda s: s[1])
+        where = ", ".join(f"{s}" for s, _ in spikes[:5]) + (" ..." if len(spikes) > 5 else "")
+        if len(spikes) >= SPIKES_REPEATED and len(spikes) > base_spikes:
+            text = (f"{len(spikes)} spikes above {multiple:g}x the median of the {SPIKE_LOOKBACK} steps before them "
+                    f"(steps {where}; the largest {top[1]:.0f}x at step {top[0]})"
+                    + (f", the baseline had {base_spikes}" if ctx.has_baseline else "") + ": the gradients are unstable")
+            if status != "fail":
+                chk.current, chk.threshold, chk.threshold_kind, chk.step = float(len(spikes)), multiple, "absolute", top[0]
+            status = "fail"
+            reasons.insert(0, text)
+        else:
+            reasons.append(f"a spike at step {top[0]} reached {top[1]:.0f}x the median of the steps before it and the "
+                           "run recovered" + (f" (the baseline had {base_spikes})" if base_spikes else ""))
+    if ctx.has_baseline:
+        judged, info = _grad_vs_baseline(ctx, chk, limit)
+        for sub in sorted(judged, key=lambda c: -STATUS_RANK[c.status]):
+            if STATUS_RANK[sub.status] > STATUS_RANK[status]:
+                status = sub.status
+                for f in ("baseline", "current", "change", "change_kind", "ci", "n_baseline", "n_current",
+                          "threshold", "threshold_kind", "unit"):
+                    setattr(chk, f, getattr(sub, f))
+                chk.confidence = ctx.confidence
+                reasons.insert(0, sub.reason + (": the gradients are unstable" if sub.status == "fail" else ""))
+            else:
+                reasons.append(sub.reason)
+        reasons += info
     return conclude(chk, limit, status, reasons, None, "no limit set")
 
 
@@ -554,6 +647,7 @@ RL_LEVEL = {
         ("entropy", "policy/entropy_avg", "Policy entropy", "higher_is_better", "nats"),
         ("clipfrac", "policy/clipfrac_avg", "Policy clip fraction", "lower_is_better", "ratio"),
         ("value_loss", "loss/value_avg", "Value loss", "lower_is_better", None),
+        ("reward", "objective/scores", "Reward model score", "higher_is_better", None),
     ],
     "dpo": [
         ("reward_accuracy", "rewards/accuracies", "Reward accuracy", "higher_is_better", "ratio"),
@@ -574,6 +668,11 @@ for _t in ("grpo", "rloo"):
         ("completion_length", "completions/mean_length", "Completion length", "band", "tokens"),
         ("truncation", "completions/clipped_ratio", "Truncated completions", "lower_is_better", "ratio"),
     ]
+
+
+# Compared relative to the baseline's level with a floor of NOISE_K sd of the baseline's late window
+# (no fixed floor in the metric's unit): KL, and PPO's reward-model score, whose scale is the reward model's.
+NOISE_FLOORED = ("objective/kl", "kl", "objective/scores")
 
 
 def late_window(run: Run, metric: str, fraction: float) -> list[tuple[int, float]]:
@@ -616,14 +715,14 @@ def level_check(ctx: Context, check_id: str, metric: str, title: str, direction:
         if any(base):
             ch = bootstrap_change(base, cur, "mean", ctx.confidence, ctx.settings.resamples, _seed(check_id))
             floor = ""
-            if metric in KL_METRIC.values() and limit.absolute is None and limit.relative is not None:
-                # KL's scale differs by orders of magnitude between setups: instead of a fixed floor in
-                # nats, a change must also clear the baseline's own step-to-step noise.
+            if metric in NOISE_FLOORED and limit.absolute is None and limit.relative is not None:
+                # KL's and a reward model's scales differ by orders of magnitude between setups: instead of
+                # a fixed floor, a change must also clear the baseline's own step-to-step noise.
                 pooled_base = [v for b in base for v in b]
                 noise = NOISE_K * statistics.stdev(pooled_base) if len(pooled_base) > 1 else 0.0
                 limit = type(limit)(relative=limit.relative, absolute=noise, max=limit.max, min=limit.min,
                                     severity=limit.severity)
-                floor = f" (absolute floor {fmt(noise)} nats: {NOISE_K:g} sd of the baseline's late KL)"
+                floor = f" (absolute floor {fmt(noise, unit)}: {NOISE_K:g} sd of the baseline's late {metric})"
             judge_change(chk, ch, limit, "late mean vs baseline", prefer="relative" if floor else
                          "absolute" if unit in ("nats", "ratio") else "relative")
             chk.reason += floor
@@ -714,24 +813,46 @@ def kl_growth_check(ctx: Context) -> Check:
         status = "fail" if worst.rise_ci[0] > limit.max else ("warn" if worst.rise > limit.max else "pass")
         reasons.append(text)
     base = rises(ctx.baseline)
-    if base and limit.absolute is not None and ctx.stopped:
+    vs_base = limit.relative is not None or limit.absolute is not None
+    if base and vs_base and ctx.stopped:
         # a rise over 11 steps against one over 30 measures the lost steps, not the change
         reasons.append(f"not compared with the baseline: {ctx.stopped}")
-    elif base and limit.absolute is not None:
-        b = max(base, key=lambda t: t.rise)
-        diff = worst.rise - b.rise
-        lo = worst.rise_ci[0] - b.rise_ci[1]
-        chk.baseline, chk.change, chk.change_kind, chk.n_baseline = b.rise, diff, "absolute", len(base)
-        s = "fail" if lo > limit.absolute else ("warn" if diff > limit.absolute else "pass")
-        text = f"{fmt(diff)} nats more rise than the baseline's {fmt(b.rise)} (limit +{fmt(limit.absolute)})"
-        if ["pass", "warn", "fail"].index(s) > ["pass", "warn", "fail"].index(status):
+    elif base and vs_base:
+        s, text, allowed, ci = _kl_rise_vs_baseline(worst, base, limit)
+        ref = statistics.median(b.rise for b in base)
+        chk.baseline, chk.change, chk.change_kind, chk.n_baseline = ref, worst.rise - ref, "absolute", len(base)
+        if STATUS_RANK[s] > STATUS_RANK[status]:
             status = s
-            chk.threshold, chk.threshold_kind = limit.absolute, "absolute"
-            chk.ci = (lo, worst.rise_ci[1] - b.rise_ci[0])
-            reasons.insert(0, text)
+            chk.threshold, chk.threshold_kind, chk.ci = allowed, "absolute", ci
+            reasons.insert(0, text + (": the KL penalty no longer holds the policy near its reference (ppo.kl_coef "
+                                      "0 or ignored, or a stronger reward)" if s == "fail" else ""))
         else:
             reasons.append(text)
     return conclude(chk, limit, status, reasons, None, "no limit set")
+
+
+def _kl_rise_vs_baseline(worst, base: list, limit: Limit) -> tuple[str, str, float, tuple[float, float]]:
+    """The current KL rise against the baseline's, relative to the baseline's own rise and noise. The
+    difference of the two Theil-Sen rises gets an interval from both runs' intervals (half-widths added
+    in quadrature); it fails when the whole interval is past `relative` x the baseline's rise (and
+    `absolute` nats, when set), and warns when only the point is. Returns (status, text, limit, ci)."""
+    ref = statistics.median(b.rise for b in base)
+    half_b = statistics.median((b.rise_ci[1] - b.rise_ci[0]) / 2 for b in base)
+    noise = math.hypot((worst.rise_ci[1] - worst.rise_ci[0]) / 2, half_b)
+    diff = worst.rise - ref
+    ci = (diff - noise, diff + noise)
+    allowed, parts = 0.0, []
+    if limit.relative is not None:
+        allowed = limit.relative * abs(ref)
+        parts.append(f"+{limit.relative:.0%} of the baseline's rise")
+    if limit.absolute is not None:
+        allowed = max(allowed, limit.absolute)
+        parts.append(f"+{fmt(limit.absolute)} nats")
+    s = "fail" if ci[0] > allowed else ("warn" if diff > allowed else "pass")
+    rel = f", {pct(diff / ref)}" if ref > 1e-12 else ""
+    text = (f"KL rose {fmt(worst.rise)} nats where the baseline's rose {fmt(ref)}: {signed(diff)} nats{rel} (CI "
+            f"{signed(ci[0])}..{signed(ci[1])} from both runs' intervals), limit +{fmt(allowed)} ({' and '.join(parts)})")
+    return s, text, allowed, ci
 
 
 def entropy_collapse_check(ctx: Context) -> Check:
@@ -885,6 +1006,52 @@ def entropy_stuck_check(ctx: Context) -> Check:
     return cap_severity(chk.set(status, text), limit)
 
 
+REWARD_METRIC = {"ppo": "objective/scores", "grpo": "reward", "rloo": "reward"}
+
+
+def reward_trend_check(ctx: Context) -> Check:
+    """The reward must keep improving as the baseline's did: its Theil-Sen rise over the steps both sides
+    recorded, with its interval, against the baseline's. A run that trains without error but whose reward
+    stays flat (a learning rate far too low, a reward that no longer reaches the policy, advantages that
+    cancel) fails, where the level checks may still pass because the baseline's reward was low early on."""
+    t = ctx.training_type
+    metric = REWARD_METRIC[t]
+    chk = Check(f"rl.{t}.reward_trend", "rl_health", "Reward improves over the run", metric, "higher_is_better", None)
+    limit = ctx.limit(chk.id)
+    if not limit.enabled:
+        return chk.skip("disabled by thresholds")
+    if not ctx.has_baseline:
+        return chk.skip("no baseline: how fast a reward should rise depends on the task")
+    if limit.relative is None:
+        return chk.skip("no limit set (relative: how much of the baseline's rise may be missing)")
+    last = ctx.last_common_step
+    base = [p for p in (progress(r, metric, 1, ctx.confidence, last) for r in ctx.baseline) if p is not None]
+    cur = [p for p in (progress(r, metric, 1, ctx.confidence, last) for r in ctx.current) if p is not None]
+    if not cur:
+        return chk.skip(f"{metric} has fewer than 5 values in the current run")
+    if not base:
+        return chk.skip(f"the baseline does not log {metric}")
+    ref = statistics.median(b[0] for b in base)
+    upto = f" over steps 1-{last:g}" if ctx.stopped else " over the run"
+    if not all(b[1][0] > 0 for b in base):
+        chk.baseline = ref
+        return chk.set("pass", f"the baseline's {metric} did not clearly rise{upto} ({fmt(ref)}, interval reaching "
+                               "0): no learning to compare with")
+    value, ci, start = min(cur, key=lambda c: c[0])  # every run must learn: the one that learned least
+    need = (1 - limit.relative) * ref
+    chk.baseline, chk.current, chk.ci, chk.confidence = ref, value, ci, ctx.confidence
+    chk.change, chk.change_kind = value - ref, "absolute"
+    chk.threshold, chk.threshold_kind = need, "absolute"
+    status = _judge_progress(value, ci, need)
+    text = (f"{metric} rose {fmt(value)} from {fmt(start)}{upto} (Theil-Sen, CI {fmt(ci[0])}..{fmt(ci[1])}) where the "
+            f"baseline's rose {fmt(ref)}; needs {1 - limit.relative:.0%} of that ({fmt(need)})")
+    if status == "fail":
+        text += ": the reward stopped improving, so the policy is not learning the task"
+    elif status == "warn":
+        text += ", but the interval reaches it (not conclusive)"
+    return cap_severity(chk.set(status, text), limit)
+
+
 def rl_checks(ctx: Context) -> list[Check]:
     t = ctx.training_type
     out = [level_check(ctx, f"rl.{t}.{name}", metric, title, direction, unit)
@@ -896,6 +1063,9 @@ def rl_checks(ctx: Context) -> list[Check]:
     if t in KL_METRIC:
         at = next(i for i, c in enumerate(out) if c.id == f"rl.{t}.kl") + 1
         out[at:at] = [kl_vanish_check(ctx), entropy_stuck_check(ctx)]
+    if t in REWARD_METRIC:
+        at = next(i for i, c in enumerate(out) if c.id == f"rl.{t}.reward") + 1
+        out.insert(at, reward_trend_check(ctx))
     if t in ("grpo", "rloo"):
         out.insert(3, reward_func_collapse_check(ctx))
         beta = ctx.cur0.setting(f"{t}.beta")
