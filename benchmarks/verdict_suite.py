@@ -5,6 +5,8 @@ Timing and memory checks are off.
 
     python benchmarks/verdict_suite.py [--workers 2] [--types ppo grpo ...] [--json-out FILE] [--work DIR]
 
+Train each run once (two worker processes by default); --work keeps them for the next call.
+
 Columns: regressions detected (verdict fail), warned (warn only), missed (pass); right cause: the
 first-ranked cause's `kind` is the expected one (of the cases that name one). Rows below: A/A false
 failures and warnings, renames that do not behave (a known alias must pass, an unknown rename must be
@@ -23,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.verdicts.cases import CASES, TYPES, outcome, problems  # noqa: E402
+from tests.verdicts.cases import CASES, TYPES, outcome, problems, runs  # noqa: E402
 from tests.verdicts.harness import run_suite  # noqa: E402
 
 ARRIVALS = ("config", "code", "upgrade")
@@ -70,17 +72,18 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--types", nargs="*", default=list(TYPES))
     parser.add_argument("--json-out", metavar="FILE")
-    parser.add_argument("--work", metavar="DIR", help="keep the runs here (a fresh directory)")
+    parser.add_argument("--work", metavar="DIR", help="keep the runs here and reuse them on the next call")
     args = parser.parse_args(argv)
     cases = [c for c in CASES if c.type in args.types]
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="verdict-suite-") as tmp:
-        out = run_suite(args.work or tmp, cases, workers=args.workers,
+        out = run_suite(args.work or tmp, cases, workers=args.workers, reuse=bool(args.work),
                         log=lambda m: print(f"  {m}", file=sys.stderr, flush=True))
     results = out["results"]
     print(table(cases, results))
     misses = [c for c in cases if problems(c, results[c.name])]
-    print(f"\n{len(cases)} cases, {len(out['train_s'])} runs, {time.perf_counter() - t0:.0f} s; "
+    print(f"\n{len(cases)} cases, {len(runs(cases))} runs ({len(out['train_s'])} trained now), "
+          f"{time.perf_counter() - t0:.0f} s; "
           f"{len(misses)} cases depart from their expectations:")
     for c in misses:
         g = results[c.name]

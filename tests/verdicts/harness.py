@@ -110,15 +110,20 @@ def judge(current: str, baseline: str, variant: str | None) -> dict:
     }
 
 
-def run_suite(root: str | Path, cases: list[Case] = CASES, workers: int = 2, log=None) -> dict:
+def run_suite(root: str | Path, cases: list[Case] = CASES, workers: int = 2, log=None, reuse: bool = False) -> dict:
     """Train every run the cases need and compare every case. Returns
-    {"results": {case name: judge summary}, "train_s": {key: seconds}, "wall_s": ...}."""
+    {"results": {case name: judge summary}, "train_s": {key: seconds}, "wall_s": ...}.
+    `reuse`: a run already in `root` (metrics.json) is not trained again."""
     t0 = time.perf_counter()
     todo = runs(cases)
+    paths, seconds = {}, {}
+    if reuse:
+        kept = [r for r in todo if (Path(root) / r.key / "metrics.json").is_file()]
+        paths = {r.key: str(Path(root) / r.key) for r in kept}
+        todo = [r for r in todo if r.key not in paths]
     # Longest first (PPO, then GRPO/RLOO) so that the two workers finish together.
     order = {"ppo": 0, "grpo": 1, "rloo": 1}
     todo.sort(key=lambda r: order.get(r.type, 2))
-    paths, seconds = {}, {}
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init) as pool:
         for key, path, s in pool.map(train, todo, [str(root)] * len(todo)):
