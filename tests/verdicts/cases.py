@@ -106,8 +106,7 @@ FAMILIES = {
                           code="grad_scale:0", must_fail=FROZEN, kinds=("frozen_policy",)),
     # A learning rate 1000x too low: the model barely learns.
     "slow-lr": dict(types=("sft", "reward", "dpo"), breaks="not learning: learning rate 1000x lower",
-                    sets=lambda t: (f"train.learning_rate={ {'sft': 1e-6, 'reward': 1e-6, 'dpo': 5e-7}[t]}",),
-                    code=lambda t: f"lr:{ {'sft': 1e-6, 'reward': 1e-6, 'dpo': 5e-7}[t]}",
+                    sets=lambda t: (f"train.learning_rate={SLOW_LR[t]}",), code=lambda t: f"lr:{SLOW_LR[t]}",
                     must_fail=NOT_LEARNING, kinds=("not_learning", "frozen_policy")),
     # DPO's aot loss with label smoothing 0.5 has zero gradient (config); code: the loss scaled by 1e-12.
     "dpo-zero-gradient": dict(types=("dpo",), breaks="not learning: zero gradient",
@@ -140,7 +139,9 @@ FAMILIES = {
                            must_fail_code=lambda t: (f"rl.{t}.reward_func_collapse",),
                            kinds=("frozen_policy", "not_learning")),
 }
-# Learning rates that collapse each type within its smoke steps (found by trying decades upward).
+# 1000x below the shipped learning rates.
+SLOW_LR = {"sft": 1e-6, "reward": 1e-6, "dpo": 5e-7}
+# Learning rates that collapse each type within its smoke steps (measured: loss or entropy pinned, no NaN).
 COLLAPSE_LR = {"sft": 1e3, "reward": 1e3, "dpo": 1e3, "grpo": 1.0, "rloo": 1.0}
 
 
