@@ -147,6 +147,7 @@ def cmd_configs(args) -> int:
 # add_arguments(parser) and main(args) -> exit code, so this file stays a thin dispatcher.
 EXTERNAL = [
     ("compare", "canary_runner.compare.cli", "compare a run with a baseline and write comparison.json"),
+    ("ab", "canary_runner.ab_cli", "measure a change's base and head side by side on this machine, pair by pair"),
     ("calibrate", "canary_runner.compare.calibrate", "run a config N times and write thresholds fitted to this machine's noise"),
     ("report", "canary_runner.report_cli", "render comparison.json as a PR comment, job summary, check output or markdown"),
     ("baseline", "canary_runner.baselines.cli", "pull, push or show baselines (path:, branch:, artifact:)"),

@@ -10,7 +10,7 @@ import statistics
 from datetime import datetime, timezone
 
 from .. import schemas
-from . import checks_health, checks_perf, checks_run, diagnosis
+from . import checks_ab, checks_health, checks_perf, checks_run, diagnosis
 from .loading import Run, check_compatible, worst_status
 from .model import Check, Context
 from .settings import Settings
@@ -27,8 +27,10 @@ CURVES = {
 COMMON_CURVES = ["grad_norm", "step_time_s"]
 
 
-def compare(current: list[Run], baseline: list[Run], settings: Settings) -> dict:
-    """The comparison document (plain data, non-finite floats as floats; encode before writing)."""
+def compare(current: list[Run], baseline: list[Run], settings: Settings, ab: dict | None = None) -> dict:
+    """The comparison document (plain data, non-finite floats as floats; encode before writing).
+    `ab`: the pairs of an A/B run (canary_runner/ab.py); their decisions replace the stored-baseline
+    step-time and peak-memory checks."""
     if baseline:
         check_compatible(current, baseline)
     ctx = Context(current=current, baseline=baseline, settings=settings, training_type=current[0].training_type)
@@ -47,6 +49,8 @@ def compare(current: list[Run], baseline: list[Run], settings: Settings) -> dict
     checks += checks_health.rl_checks(ctx)
     checks += checks_health.invariant_checks(ctx)
     checks += checks_run.correctness_checks(ctx)
+    if ab is not None and baseline:
+        checks = [c for c in checks if c.id not in checks_ab.SUPERSEDED] + checks_ab.ab_checks(ctx, ab)
     if baseline and not ctx.same_hardware:
         for c in checks:
             if c.category in ("performance", "memory", "distributed") and c.status == "fail":
@@ -61,7 +65,7 @@ def compare(current: list[Run], baseline: list[Run], settings: Settings) -> dict
         verdict = "no-baseline"
     else:
         verdict = "warn" if counts["warn"] else "pass"
-    return {
+    doc = {
         "schema_version": SCHEMA_VERSION,
         "verdict": verdict,
         "tier": settings.tier,
@@ -79,6 +83,9 @@ def compare(current: list[Run], baseline: list[Run], settings: Settings) -> dict
         "settings": {"confidence": settings.confidence, "resamples": settings.resamples,
                      "window": settings.window},
     }
+    if ab is not None:
+        doc["ab"] = ab
+    return doc
 
 
 def side(runs: list[Run]) -> dict:
