@@ -192,17 +192,20 @@ class Diagnosis:
         self.causes: list[dict] = []
 
     def add(self, kind: str, cause: str, evidence: list[str], next_steps: list[str], explained: list[Check],
-            lead: bool = False):
+            lead: bool = False, primary: list[Check] | None = None):
         """`lead`: a cause that comes first whatever else failed (a crash: the rest is measured on the
-        steps before it). A health cause ranks above the others that explain a failure (HEALTH_RANK)."""
+        steps before it). `primary`: the checks that found this cause (default: all it explains); when
+        one of them fails, a health cause ranks above the others that explain a failure (HEALTH_RANK).
+        The curves and checks that merely follow from it do not lend it that rank."""
         assert kind in KINDS, kind
         evidence = [e for e in evidence if e]
         if not evidence:
             return
         fails = sum(c.status == "fail" for c in explained)
+        own = any(c.status == "fail" for c in (explained if primary is None else primary))
         self.causes.append({"kind": kind, "cause": cause, "evidence": evidence, "next_steps": next_steps,
                             "checks": sorted({c.id for c in explained}),
-                            "_key": (int(lead), int(fails > 0), HEALTH_RANK.get(kind, 0) if fails else 0, fails,
+                            "_key": (int(lead), int(fails > 0), HEALTH_RANK.get(kind, 0) if own else 0, fails,
                                      sum(c.status == "warn" for c in explained), int(kind not in CONTEXT),
                                      len(evidence))})
 
@@ -331,7 +334,7 @@ class Diagnosis:
             "Prefer bf16 or fp32 over fp16",
             f"Inspect the steps before {k} in steps.jsonl of {run.path.parent}: which metric moved first"]
         explained = [chk] + _bad(self.checks, ("stability.", "rl.", "correctness.", "invariant."))
-        self.add("nan_inf", cause, evidence + [self.also_changed()], steps, explained)
+        self.add("nan_inf", cause, evidence + [self.also_changed()], steps, explained, primary=[chk])
 
     def _health_explained(self, first: list[Check]) -> list[Check]:
         """The checks a training-health cause accounts for: its own, the other stability, RL and curve
@@ -342,25 +345,25 @@ class Diagnosis:
             explained += _bad(self.checks, "run.config")
         return explained
 
-    def _rl_collapse_signs(self) -> list[str]:
+    def _rl_collapse_signs(self) -> tuple[list[str], list[Check]]:
         """An RL policy that collapsed to one output: its entropy fell to a small share of where it began
         (where the baseline's did not), and it moved far from the reference (a failing KL check) or every
         completion in a group scores the same."""
         t, ctx = self.ctx.training_type, self.ctx
         if t not in ENTROPY_METRIC:
-            return []
+            return [], []
         w = ctx.settings.window
         metric = ENTROPY_METRIC[t]
         start, late = _early_mean(ctx.current, metric, w), _late_mean(ctx.current, metric, w)
         if start is None or late is None or start <= 0 or late > COLLAPSED_ENTROPY * start:
-            return []
+            return [], []
         base = _late_mean(ctx.baseline, metric, w) if ctx.has_baseline else None
         if base is not None and late > 0.5 * base:
-            return []  # the baseline's entropy fell as far: no change to explain
+            return [], []  # the baseline's entropy fell as far: no change to explain
         kl = [c for c in _bad(self.checks, f"rl.{t}.") if c.metric == KL_METRIC[t] and c.direction == "lower_is_better"]
         same = [c for c in _bad(self.checks, f"rl.{t}.") if c.metric in ("frac_reward_zero_std", "reward_std")]
         if not kl and not same:
-            return []
+            return [], []
         signs = [f"{metric} fell to {fmt(late)} nats over the late window from {fmt(start)} at the start"
                  + (f" (the baseline's ends at {fmt(base)})" if base is not None else "")
                  + ": the policy puts almost all its probability on one output"]
@@ -373,7 +376,7 @@ class Diagnosis:
         if zero is not None and zero >= IDENTICAL_GROUPS:
             signs.append(f"{zero:.0%} of the groups give every completion the same reward over the late window: "
                          "the completions are identical")
-        return signs
+        return signs, kl + same
 
     def _reward_without_spread(self) -> bool:
         """GRPO/RLOO: every completion in (almost) every group scores the same, where the baseline's did
@@ -402,7 +405,7 @@ class Diagnosis:
         dead gradients, an RL policy that emits one output)."""
         chk = self.by_id.get("stability.collapse")
         hit = chk is not None and chk.status in BAD
-        rl_signs = self._rl_collapse_signs()
+        rl_signs, rl_checks = self._rl_collapse_signs()
         if not hit and not rl_signs:
             return
         t = self.ctx.training_type
@@ -423,7 +426,8 @@ class Diagnosis:
         if rl_signs:
             steps.append("Check the reward for an output that scores high whatever the prompt: a policy that "
                          "finds one collapses onto it")
-        self.add("collapse", cause, evidence, steps, self._health_explained([chk] if hit else []))
+        found = ([chk] if hit else []) + rl_checks
+        self.add("collapse", cause, evidence, steps, self._health_explained(found), primary=found)
 
     def frozen(self):
         """The parameters do not move: update ratio 0, or far below the baseline's."""
@@ -457,7 +461,7 @@ class Diagnosis:
                      "barely move (a frozen policy)")
         elif diffs:
             cause = f"The learning-rate schedule changed ({_fmt_diff(diffs[0])}): the parameters barely move"
-        elif self.lr_applied():
+        elif self.lr_applied() and (self.by_id["stability.learning_rate"].change or 0) < 0:
             cause = ("The optimizer applies a learning rate far below the baseline's with the same config: the "
                      "parameters barely move (a scheduler, warmup or optimizer change in code)")
         elif others:
@@ -471,7 +475,7 @@ class Diagnosis:
                  "the optimizer's param groups hold them",
                  "Check that the loss still has a gradient (a detached or zero-weighted term, label smoothing 0.5 "
                  "on a loss it cancels)"]
-        self.add("frozen_policy", cause, evidence, steps, self._health_explained([up]))
+        self.add("frozen_policy", cause, evidence, steps, self._health_explained([up]), primary=[up])
 
     def kl_penalty(self):
         """The KL penalty is gone or weaker: the config zeroed its weight, the weight the trainer applied
@@ -525,18 +529,23 @@ class Diagnosis:
             explained += _bad(self.checks, "run.metrics")
         if diff:
             explained += _bad(self.checks, "run.config")
-        self.add("kl_penalty_removed", cause, evidence, steps, explained)
+        primary = list(rises)
+        if weaker and t == "grpo":  # GRPO's logged loss is its KL term: the weight moves the loss curve itself
+            primary += _bad(self.checks, "correctness.loss_curve")
+        self.add("kl_penalty_removed", cause, evidence, steps, explained, primary=primary)
 
     def not_learning(self):
         """The run trains (its parameters move) but does not learn: the loss or the reward does not
-        improve as the baseline's did, a reward function stopped scoring, the RL policy's entropy stays
-        at its start."""
+        improve as the baseline's did, the RL policy's entropy stays at its start; or a GRPO/RLOO reward
+        no longer tells completions apart (a function that stopped scoring: then nothing moves the policy)."""
         if self.found("nan_inf", "collapse", "frozen_policy"):
             return
         t = self.ctx.training_type
         ids = ["stability.learning", f"rl.{t}.reward_func_collapse", f"rl.{t}.entropy_stuck",
                f"rl.{t}.reward_std", f"rl.{t}.zero_std_fraction"]
         trends = [c for c in _bad(self.checks, f"rl.{t}.") if c.metric in REWARD_METRICS and _is_trend(c)]
+        if self._reward_without_spread():
+            ids.append("stability.update_ratio")  # nothing moves the policy when every advantage is 0
         bad = [self.by_id[i] for i in ids if i in self.by_id and self.by_id[i].status in BAD] + trends
         bad = [c for c in bad if c.id not in self.claimed()]
         if not bad:
@@ -566,7 +575,7 @@ class Diagnosis:
         steps.append("Check that the loss still has a gradient (label smoothing 0.5 or a zero-weight term cancels "
                      "it), which parameters are trainable (frozen layers, LoRA target modules) and that the "
                      "reward still varies between completions")
-        self.add("not_learning", cause, evidence, steps, self._health_explained(bad))
+        self.add("not_learning", cause, evidence, steps, self._health_explained(bad), primary=bad)
 
     def instability(self):
         """Gradients, loss or value loss out of bounds, or an RL policy that moves away from its reference
@@ -603,7 +612,7 @@ class Diagnosis:
         else:
             steps.append("Check a changed loss term's scale: a larger term raises every gradient")
         self.add("instability", cause, evidence, steps,
-                 bad + _bad(self.checks, ("correctness.", f"rl.{t}.entropy", f"rl.{t}.clip")))
+                 bad + _bad(self.checks, ("correctness.", f"rl.{t}.entropy", f"rl.{t}.clip")), primary=bad)
 
     def config_changed(self):
         diffs = training_config_diff(self.ctx)
@@ -821,7 +830,7 @@ class Diagnosis:
             cause = f"{t.upper()} health regressed"
             steps = ["Compare the RL curves with the baseline's to find when it started"]
         explained = bad + _bad(self.checks, ("correctness.reward_curve",))
-        self.add(kind, cause, evidence, steps, explained)
+        self.add(kind, cause, evidence, steps, explained, primary=bad)
 
     def metrics_missing(self):
         """Metrics the baseline logged and the current run lacks (no health cause above explains them)."""
