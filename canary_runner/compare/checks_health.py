@@ -174,10 +174,13 @@ def _spikes(pts: list[tuple[int, float]], multiple: float) -> list[tuple[int, fl
     return out
 
 
-def _log_steps(pts: list[tuple[int, float]]) -> list[float]:
-    """|log(g[i+1] / g[i])| between consecutive positive grad norms: the step-to-step jitter, scale-free."""
-    vals = [v for _, v in pts if v > 0]
-    return [abs(math.log(b / a)) for a, b in zip(vals, vals[1:])]
+def _log_steps(pts: list[tuple[int, float]], multiple: float) -> list[float]:
+    """|log(g[i+1] / g[i])| between consecutive positive grad norms: the step-to-step jitter, scale-free.
+    The steps into and out of a spike are left out: spikes are counted on their own, and one spike that
+    recovers must not read as a run-long jitter."""
+    spiked = {s for s, _ in _spikes(pts, multiple)}
+    pos = [(s, v) for s, v in pts if v > 0]
+    return [abs(math.log(b / a)) for (sa, a), (sb, b) in zip(pos, pos[1:]) if sa not in spiked and sb not in spiked]
 
 
 def _grad_growth(pts: list[tuple[int, float]], frac: float) -> tuple[float, float, float, int] | None:
@@ -208,17 +211,21 @@ def _grad_vs_baseline(ctx: Context, chk: Check, limit: Limit) -> tuple[list[Chec
         info.append(f"median grad norm {fmt(b_med)} -> {fmt(c_med)} ({c_med / b_med:.2g}x the baseline's): a change "
                     "of scale alone (LoRA rank, loss type, reward scale) is not judged, only the shape")
     if limit.relative is not None:
-        ch = bootstrap_change([_log_steps(p) for p in base], [_log_steps(p) for p in cur], "mean",
+        multiple = limit.max if limit.max is not None else 10.0
+        ch = bootstrap_change([_log_steps(p, multiple) for p in base], [_log_steps(p, multiple) for p in cur], "mean",
                               ctx.confidence, ctx.settings.resamples, _seed(chk.id))
         # a baseline whose grad norm never moved has no jitter to compare with
         if ch is not None and ch.n_baseline >= 3 and ch.n_current >= 3 and ch.baseline > 1e-9:
             judged.append(_judged(chk, ch, Limit(relative=limit.relative),
                                   "step-to-step jitter of the grad norm (mean |log ratio| of consecutive steps)"))
     clip = ctx.cur0.setting("train.max_grad_norm")
-    if limit.absolute is not None and isinstance(clip, (int, float)) and clip > 0 and b_med > 0 and c_med > 0:
+    b_low, c_low = (float(np.percentile([v for p in side for _, v in p], 25)) for side in (base, cur))
+    if limit.absolute is not None and isinstance(clip, (int, float)) and clip > 0 and b_low > 0 and c_low > 0:
         # The share of the baseline's steps that would be clipped at the current scale: clipping that a
-        # change of scale explains (every step of a DPO ipo run is clipped) is not instability.
-        at = clip * b_med / c_med
+        # change of scale explains (every step of a DPO ipo run is clipped) is not instability. The scale
+        # is read from the lower quartile, the body of the series, which an upper tail of bad steps leaves
+        # where it was (the median would follow a tail that covers half the steps).
+        at = clip * b_low / c_low
         ch = bootstrap_change([[float(v > at) for _, v in p] for p in base], [[float(v > clip) for _, v in p] for p in cur],
                               "mean", ctx.confidence, ctx.settings.resamples, _seed(chk.id) + 1)
         sub = dataclasses.replace(chk, unit="ratio")
