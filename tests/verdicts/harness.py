@@ -31,6 +31,7 @@ def _init() -> None:
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))  # the code changes' import strings (tests.verdicts.breaks:...)
     warnings.simplefilter("ignore")
+    sys.stdout = sys.stderr  # TRL's PPO prints progress; the benchmark's table owns stdout
     import torch
 
     torch.set_num_threads(1)
