@@ -25,11 +25,12 @@ ENV DEBIAN_FRONTEND=noninteractive \
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# Python from the base image's Ubuntu release. Not pinned to exact package versions: the image tag fixes the
-# release, and Ubuntu drops superseded package versions from its archive, so exact pins would break rebuilds.
+# Python from the base image's Ubuntu release, and git for `baseline: ref:...` (the base as a worktree). Not
+# pinned to exact package versions: the image tag fixes the release, and Ubuntu drops superseded package
+# versions from its archive, so exact pins would break rebuilds.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+    && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates git \
     && rm -rf /var/lib/apt/lists/* \
     && python3 -m venv "$VIRTUAL_ENV"
 

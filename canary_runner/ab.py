@@ -36,6 +36,10 @@ class ABError(Exception):
     """Bad input for an A/B run (exit 2): a side that is neither a directory nor a ref, and the like."""
 
 
+class ABCrashed(Exception):
+    """A side's run died without a record (exit 3); the message holds the end of its log."""
+
+
 @dataclass
 class Side:
     name: str  # "base" | "head"
@@ -52,8 +56,14 @@ class Side:
         return f"{self.spec} ({self.sha[:7]})" if self.sha and self.sha[:7] not in self.spec else self.spec
 
 
+# In a container action the workspace belongs to the runner's user, not the container's root, and git
+# refuses such a repository ("dubious ownership") unless it is marked safe. Never prompt for credentials.
+GIT_ENV = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory", "GIT_CONFIG_VALUE_0": "*",
+           "GIT_TERMINAL_PROMPT": "0"}
+
+
 def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=os.environ | GIT_ENV)
 
 
 def repo_root(start: Path) -> Path | None:
@@ -89,7 +99,8 @@ def materialise(name: str, spec: str, repo: Path | None, work: Path, stack: Exit
     sha = resolve_ref(spec, repo)
     if sha is None:
         raise ABError(f"--{name} {spec!r} is neither a directory nor a commit of {repo} (also not after "
-                      "`git fetch origin`); give a branch, tag, sha or directory")
+                      "`git fetch origin`); give a branch, tag, sha or directory. In GitHub Actions, check out "
+                      "with fetch-depth: 2 (a pull request's merge commit has the base as parent) or 0")
     tree = work / "trees" / name
     if tree.exists():
         _git(["worktree", "remove", "--force", str(tree)], repo)
@@ -219,7 +230,7 @@ def run_ab(plan: Plan) -> tuple[dict, int]:
     if plan.min_pairs < 2 or plan.max_pairs < plan.min_pairs:
         raise ABError(f"--min-pairs {plan.min_pairs} / --pairs {plan.max_pairs}: need 2 <= min-pairs <= pairs")
     t0 = time.monotonic()
-    out = plan.out
+    out = plan.out.resolve()  # each side runs in its own tree: a relative path would land there
     out.mkdir(parents=True, exist_ok=True)
     repo = repo_root(Path.cwd())
     shipped = configs_dir() / f"{plan.config}.yaml"
@@ -307,6 +318,11 @@ def run_ab(plan: Plan) -> tuple[dict, int]:
             name, run_dir, code, _record = crashed
             if (run_dir / "metrics.json").exists():
                 sides[name].runs.append(run_dir)
+            if not sides["head"].runs:
+                log = run_dir.with_suffix(".log")
+                tail = log.read_text(errors="replace").strip().splitlines()[-8:] if log.exists() else []
+                raise ABCrashed(f"the {name} run of pair {pair} ({sides[name].label}) exited {code} without a "
+                                f"record; the end of its log ({log}):\n" + "\n".join(tail))
         doc = comparison(plan, sides, ab)
     results.write_json_atomic(out / "comparison.json", doc)
     if crashed:

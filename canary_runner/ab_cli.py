@@ -58,6 +58,9 @@ def main(args) -> int:
     except ab.ABError as e:
         print(f"canary ab: error: {e}", file=sys.stderr)
         return ab.EXIT_BAD_INPUT
+    except ab.ABCrashed as e:
+        print(f"canary ab: error: {e}", file=sys.stderr)
+        return ab.EXIT_CRASHED
     except MetricsFileError as e:
         print(f"canary ab: error: a run left no usable record: {e}", file=sys.stderr)
         return ab.EXIT_CRASHED

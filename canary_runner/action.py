@@ -19,8 +19,10 @@ Stdlib and light imports only at the top: torch is imported by the runner, only 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -225,6 +227,9 @@ def read_inputs(env) -> Inputs:
         problems.append("max-steps caps the Trainers of command; a config sets train.max_steps itself")
     if mode == "run-only" and metrics:
         problems.append("mode run-only trains and reports nothing, so a metrics input has nothing to do")
+    if baseline.lower().startswith("ref:") and (mode != "pr" or metrics or command):
+        problems.append(f"baseline {baseline} measures the base in this job beside a config's run: it needs mode pr "
+                        "and a config (not metrics or command); use branch:/artifact:/path: otherwise")
     if mode == "update-baseline" and baseline.lower() == "none":
         problems.append("mode update-baseline stores the run as the baseline: set baseline to branch:<name>, "
                         "path:<dir> or artifact:<name>")
@@ -334,6 +339,7 @@ class Action:
         self.outcome = Outcome()
         self.started = False  # the check run was opened
         self.pr_number: int | None = None
+        self.ab_comparison: Path | None = None  # baseline ref:...: written by canary ab
 
     # -------------------------------------------------------------------------------- main flow
     def execute(self) -> int:
@@ -535,6 +541,9 @@ class Action:
                                                            else self.metrics_input / "metrics.json")
             self.outcome.run_status = record.get("status")
             return record
+        if self.spec is not None and self.spec.kind == "ref":  # base and head measured here, pair by pair
+            t0 = time.monotonic()
+            return self.finish_training(self.run_ab(), t0)
         if self.inputs.command or self.inputs.install:  # in a child process (and an overlay environment)
             t0 = time.monotonic()
             return self.finish_training(self.run_child(), t0)
@@ -630,6 +639,59 @@ class Action:
             raise RuntimeError(f"the run left no usable record (exit {code}): {exc}; "
                                f"its last output: {' | '.join(tail[-5:])}") from None
 
+    def base_ref(self) -> str:
+        """The commit `ref:base` names: the pull request's base (from the event), else the default
+        branch's head; any other `ref:X` as given."""
+        ref = self.spec.ref
+        if ref != "base":
+            return ref
+        payload = self.ctx.event if self.ctx is not None else {}
+        sha = ((payload.get("pull_request") or {}).get("base") or {}).get("sha")
+        if isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{40}", sha):
+            return sha
+        branch = self._default_branch() if self.ctx is not None else None
+        if not branch:
+            raise InputError("baseline ref:base: this event has no pull request base and the default branch is "
+                             "unknown; name the ref (ref:main, ref:<sha>)")
+        return f"origin/{branch}"
+
+    def run_ab(self) -> dict:
+        """`canary ab` in a child process: the base commit as a worktree, the workspace as the head, run
+        alternately; its comparison.json is this run's comparison. Returns the last head run's record."""
+        from .results import MetricsFileError, load_metrics
+
+        inp = self.inputs
+        base = self.base_ref()
+        rel = workspace_relative(self.config_path)
+        if Path(rel).is_absolute():  # a shipped config: the same name on both sides
+            rel = self.config_path.stem
+        self.wf.group(f"A/B of {self.config_name}: base {base[:12]} vs head (this checkout), pair by pair")
+        cmd = [sys.executable, "-m", "canary_runner.cli", "ab", rel, "--base", base, "--head", ".",
+               "-o", str(self.out_dir), *(f"--install={line}" for line in inp.install)]
+        if inp.tier:
+            cmd.append(f"--tier={inp.tier}")
+        try:
+            code, tail = _run_logged(cmd, env=_child_env())
+        finally:
+            self.wf.endgroup()
+        if code == EXIT_BAD_INPUT:
+            errors = [line.split("error: ", 1)[1] for line in tail if line.startswith("canary ab: error: ")]
+            raise InputError(*(errors or [f"baseline {self.spec}: the A/B run refused its input (exit 2)"]))
+        comparison = self.out_dir / "comparison.json"
+        if not comparison.is_file():
+            raise RuntimeError(f"canary ab wrote no comparison (exit {code}): {' | '.join(tail[-5:])}")
+        self.ab_comparison = comparison
+        doc = json.loads(comparison.read_text())
+        head_runs = [Path(p) for p in (doc.get("current") or {}).get("paths") or []]
+        try:
+            record = load_metrics(head_runs[-1])
+        except (IndexError, MetricsFileError) as exc:
+            raise RuntimeError(f"canary ab left no head run record (exit {code}): {exc}") from None
+        # The head's last run stands for this run (outputs, stored artifacts); every run stays in its pair's folder.
+        last = head_runs[-1] if head_runs[-1].is_file() else head_runs[-1] / "metrics.json"
+        self.out_dir.joinpath("metrics.json").write_bytes(last.read_bytes())
+        return record
+
     # ------------------------------------------------------------------------------ baseline
     def fetch_baseline(self, record: dict) -> list[Path]:
         """The baseline's metrics.json, saved under the output dir (not named metrics.json, so an
@@ -706,8 +768,10 @@ class Action:
 
         inp = self.inputs
         current = Path(self.outcome.metrics_path)
-        baselines = self.fetch_baseline(record)
-        comparison_path = self.compare(current, baselines)
+        if self.ab_comparison is not None:  # A/B compared the base runs already
+            comparison_path = self.ab_comparison
+        else:
+            comparison_path = self.compare(current, self.fetch_baseline(record))
         self.outcome.comparison_path = workspace_relative(comparison_path)
         comparison = report.load_comparison(comparison_path)
         self.outcome.verdict = comparison["verdict"]

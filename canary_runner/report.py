@@ -642,7 +642,26 @@ def build_view(comparison: Mapping, *, run_url: str | None = None, artifact_url:
         "report_path": report_path,
         "plots": list(plots),
         "marker": Md(marker(current["config_name"])),
+        "ab": _ab_view(c.get("ab")),
     }
+
+
+def _ab_view(ab: Any) -> dict | None:
+    """Which mode decided, in one line's worth of fields: A/B pairs on this runner (canary ab)."""
+    if not isinstance(ab, Mapping):
+        return None
+
+    def commit(side: Any) -> str:
+        side = side if isinstance(side, Mapping) else {}
+        sha = side.get("sha")
+        return str(sha)[:7] if isinstance(sha, str) and sha else str(side.get("spec") or "?")
+
+    step = ((ab.get("decisions") or {}).get("step_time") or {}) if isinstance(ab.get("decisions"), Mapping) else {}
+    ratios = [r for r in (step.get("ratios") or []) if _finite(r)] if isinstance(step, Mapping) else []
+    pairs = ab.get("pairs")
+    return {"new": bool(ab.get("new_canary")), "pairs": pairs if isinstance(pairs, int) else 0,
+            "base": commit(ab.get("base")), "head": commit(ab.get("head")), "stopped": str(ab.get("stopped") or ""),
+            "ratios": " ".join(f"{r:.3f}" for r in ratios[:20])}
 
 
 # ------------------------------------------------------------------------------------- render

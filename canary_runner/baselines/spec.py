@@ -1,4 +1,5 @@
-"""Baseline source specs: `path:<dir>`, `branch:<name>`, `artifact:<name>`."""
+"""Baseline source specs: `path:<dir>`, `branch:<name>`, `artifact:<name>`, and `ref:<git ref>`, which is
+not a stored baseline at all: the base is measured in the same job (`canary ab`)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,16 @@ class ArtifactSpec:
         return f"artifact:{self.name}"
 
 
-BaselineSpec = PathSpec | BranchSpec | ArtifactSpec
+@dataclass(frozen=True)
+class RefSpec:
+    ref: str  # `base`: the pull request's base commit (other events: the default branch's head)
+    kind: str = "ref"
+
+    def __str__(self) -> str:
+        return f"ref:{self.ref}"
+
+
+BaselineSpec = PathSpec | BranchSpec | ArtifactSpec | RefSpec
 
 # git check-ref-format, the parts that matter for a branch typed into a workflow file.
 _BAD_REF = re.compile(r"(\.\.|@\{|//|[\x00-\x20\x7f~^:?*\[\\])")
@@ -54,14 +64,15 @@ def _check_branch(name: str) -> str:
 
 
 def parse_baseline_spec(text: str) -> BaselineSpec:
-    """Parse `path:<dir>`, `branch:<name>` or `artifact:<name>`; raise BaselineSpecError otherwise."""
+    """Parse `path:<dir>`, `branch:<name>`, `artifact:<name>` or `ref:<git ref>`; raise BaselineSpecError
+    otherwise."""
     if not isinstance(text, str):
         raise BaselineSpecError(f"baseline spec must be a string, got {type(text).__name__}")
     text = text.strip()
     kind, sep, value = text.partition(":")
     kind = kind.strip().lower()
     value = value.strip()
-    usage = "expected path:<dir>, branch:<name> or artifact:<name>"
+    usage = "expected path:<dir>, branch:<name>, artifact:<name> or ref:<git ref>"
     if not sep:
         raise BaselineSpecError(f"baseline spec {text!r} has no kind; {usage}")
     if not value:
@@ -74,4 +85,8 @@ def parse_baseline_spec(text: str) -> BaselineSpec:
         if _BAD_ARTIFACT.search(value) or len(value) > 256:
             raise BaselineSpecError(f"invalid artifact name {value!r}: GitHub forbids \" : < > | * ? \\ / and newlines")
         return ArtifactSpec(value)
+    if kind == "ref":
+        if not re.fullmatch(r"[0-9a-fA-F]{7,40}", value):
+            _check_branch(value)  # a branch or tag name, as git accepts it
+        return RefSpec(value)
     raise BaselineSpecError(f"unknown baseline source {kind!r} in {text!r}; {usage}")

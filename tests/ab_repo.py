@@ -1,0 +1,44 @@
+"""A real two-commit git repository for A/B tests, made from the example user repository.
+
+base commit: the example as shipped, its DPO canary shortened to 6 steps; head commit: the team's
+callback waits 50 ms a step (a synchronous metrics upload), a clear step-time regression.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "user-repo"
+SLOW_HOOK = '''        import time
+
+        time.sleep(0.05)  # uploads the step's metrics synchronously
+'''
+
+
+def git(repo: Path, *args: str) -> str:
+    proc = subprocess.run(["git", "-c", "user.name=dev", "-c", "user.email=dev@example.com", *args], cwd=repo,
+                          capture_output=True, text=True, check=True)
+    return proc.stdout.strip()
+
+
+def make_repo(root: Path) -> tuple[str, str]:
+    """Build the repository at `root`; returns (base sha, head sha)."""
+    shutil.copytree(EXAMPLE, root)
+    config = root / "canary" / "dpo.yaml"
+    text = config.read_text()
+    for old, new in (("max_steps: 20", "max_steps: 6"), ("warmup_steps: 4", "warmup_steps: 2")):
+        assert old in text, f"the example's canary/dpo.yaml changed: update {old!r}"
+        text = text.replace(old, new)
+    config.write_text(text)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "base")
+    base = git(root, "rev-parse", "HEAD")
+    hooks = root / "acme_rlhf" / "hooks.py"
+    anchor = "        if logs is not None:\n"
+    assert anchor in hooks.read_text(), "the example's hooks.py changed: update SLOW_HOOK's anchor"
+    hooks.write_text(hooks.read_text().replace(anchor, SLOW_HOOK + anchor))
+    git(root, "commit", "-q", "-am", "upload metrics every step")
+    return base, git(root, "rev-parse", "HEAD")
