@@ -230,6 +230,8 @@ def problems(case: Case, got: dict) -> list[str]:
         for pattern in case.must_fail:
             if not matches(pattern, fails):
                 out.append(f"{pattern} did not fail")
+        if case.variant == "upgrade" and "environment.stack" not in fails + warns:
+            out.append("the simulated upgrade was not seen (environment.stack neither warned nor failed)")
         if case.kinds is not None and first not in case.kinds:
             out.append(f"first cause kind {first!r} ({got['causes'][0] if got['causes'] else 'no cause'}), "
                        f"expected {'/'.join(case.kinds)}")
