@@ -265,7 +265,7 @@ def run_ab(plan: Plan) -> tuple[dict, int]:
                     env = stack.enter_context(userenv.overlay(plan.install, cwd=side.root))
                 except userenv.InstallError as e:
                     raise ABError(f"{side.name} ({side.label}): {e}") from None
-                side.python, side.env = str(env.python), env.env({})
+                side.python, side.env = str(env.python), env.env(dict(os.environ))
                 _say(plan, f"{side.name}: installed {userenv.describe(env.changed)}")
         for side in sides.values():  # untimed: builds the caches and imports both sides use
             _say(plan, f"warm-up: {side.name} ({side.label})")

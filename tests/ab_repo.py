@@ -1,7 +1,8 @@
 """A real two-commit git repository for A/B tests, made from the example user repository.
 
 base commit: the example as shipped, its DPO canary shortened to 6 steps; head commit: the team's
-callback waits 50 ms a step (a synchronous metrics upload), a clear step-time regression.
+callback waits 50 ms a step (a synchronous metrics upload), a clear step-time regression, and the
+package's version goes from 0.1.0 to 0.2.0.
 """
 
 from __future__ import annotations
@@ -40,5 +41,8 @@ def make_repo(root: Path) -> tuple[str, str]:
     anchor = "        if logs is not None:\n"
     assert anchor in hooks.read_text(), "the example's hooks.py changed: update SLOW_HOOK's anchor"
     hooks.write_text(hooks.read_text().replace(anchor, SLOW_HOOK + anchor))
+    pyproject = root / "pyproject.toml"
+    assert 'version = "0.1.0"' in pyproject.read_text()
+    pyproject.write_text(pyproject.read_text().replace('version = "0.1.0"', 'version = "0.2.0"'))
     git(root, "commit", "-q", "-am", "upload metrics every step")
     return base, git(root, "rev-parse", "HEAD")

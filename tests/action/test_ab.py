@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 from ab_repo import git, make_repo
 from canary_runner.compare.engine import validate
@@ -34,7 +35,9 @@ def event_with_base(repo: str, base: str) -> dict:
 def test_a_slower_head_fails_against_the_base_measured_in_the_same_job(run_action, fake, tmp_path):
     base, head = shallow_checkout(tmp_path, run_action.workspace)
     result = run_action(event_name="pull_request", event=event_with_base(fake.repo, base),
-                        inputs={"config": "canary/dpo.yaml", "baseline": "ref:base"}, timeout=600)
+                        # each side installs its own tree into its own overlay (offline: no build isolation)
+                        inputs={"config": "canary/dpo.yaml", "baseline": "ref:base",
+                                "install": "--no-build-isolation -e ."}, timeout=600)
     assert result.returncode == 1, result.log[-4000:]
     assert result.outputs["verdict"] == "fail"
     assert "perf.step_time" in result.outputs["failed-checks"].split(","), result.outputs
@@ -53,6 +56,10 @@ def test_a_slower_head_fails_against_the_base_measured_in_the_same_job(run_actio
     # ABBA: each side ran once per pair, the base from its own worktree (removed afterwards)
     assert len(info["runs"]["base"]) == len(info["runs"]["head"]) == info["pairs"]
     assert "trees/base" not in git(run_action.workspace, "worktree", "list")
+    # each side ran its own installed code
+    versions = {side: {json.loads((Path(p) if p.endswith(".json") else Path(p) / "metrics.json").read_text())
+                       ["env"]["packages"].get("acme-rlhf") for p in info["runs"][side]} for side in ("base", "head")}
+    assert versions == {"base": {"0.1.0"}, "head": {"0.2.0"}}, versions
     # health and curves are still checked against the base runs
     assert doc["baseline"]["runs"] == doc["current"]["runs"] == info["pairs"]
 
