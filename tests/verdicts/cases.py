@@ -101,11 +101,11 @@ FAMILIES = {
                       kinds=("frozen_policy",)),
     # A learning-rate warmup far longer than the run (config), or a loss whose gradient never reaches
     # the weights (code: gradients zeroed before the optimizer step). Frozen as well.
-    "frozen-warmup": dict(types=("ppo", "grpo", "rloo"), breaks="frozen policy: warmup 1e5 steps / zero gradients",
+    "frozen-warmup": dict(types=TYPES, breaks="frozen policy: warmup 1e5 steps / zero gradients",
                           sets=lambda t: ("train.lr_scheduler=constant_with_warmup", f"{t}.extra_args.warmup_steps=100000"),
                           code="grad_scale:0", must_fail=FROZEN, kinds=("frozen_policy",)),
     # A learning rate 1000x too low: the model barely learns.
-    "slow-lr": dict(types=("sft", "reward", "dpo"), breaks="not learning: learning rate 1000x lower",
+    "slow-lr": dict(types=TYPES, breaks="not learning: learning rate 1000x lower",
                     sets=lambda t: (f"train.learning_rate={SLOW_LR[t]}",), code=lambda t: f"lr:{SLOW_LR[t]}",
                     must_fail=NOT_LEARNING, kinds=("not_learning", "frozen_policy")),
     # DPO's aot loss with label smoothing 0.5 has zero gradient (config); code: the loss scaled by 1e-12.
@@ -140,7 +140,7 @@ FAMILIES = {
                            kinds=("frozen_policy", "not_learning")),
 }
 # 1000x below the shipped learning rates.
-SLOW_LR = {"sft": 1e-6, "reward": 1e-6, "dpo": 5e-7}
+SLOW_LR = {"sft": 1e-6, "reward": 1e-6, "dpo": 5e-7, "ppo": 3e-6, "grpo": 4e-6, "rloo": 5e-6}
 # Learning rates that collapse each type within its smoke steps (measured: loss or entropy pinned, no NaN).
 COLLAPSE_LR = {"sft": 1e3, "reward": 1e3, "dpo": 1e3, "grpo": 1.0, "rloo": 1.0}
 
