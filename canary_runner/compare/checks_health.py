@@ -933,6 +933,68 @@ def _late(runs: list[Run], metric: str, fraction: float) -> list[list[float]]:
     return [[v for _, v in late_window(r, metric, fraction)] for r in runs]
 
 
+KL_FIELD = {"ppo": "ppo.kl_coef", "grpo": "grpo.beta", "rloo": "rloo.beta"}
+
+
+def applied_kl_weight(runs: list[Run], t: str) -> float | None:
+    """The KL weight the trainer applied, read from what it logs: PPO logs the penalty it added to the
+    reward (objective/non_score_reward = -kl_coef x objective/kl, both per sequence); GRPO's loss is its
+    KL term (beta x kl: the policy-gradient part averages to ~0 over a group). The median over the steps
+    whose KL is clearly above 0. None where it cannot be read (RLOO logs no penalty of its own)."""
+    if t not in ("ppo", "grpo"):
+        return None
+    term = "objective/non_score_reward" if t == "ppo" else "loss"
+    sign = -1.0 if t == "ppo" else 1.0
+    ratios = []
+    for r in runs:
+        other = dict(r.finite_points(term))
+        ratios += [sign * other[s] / k for s, k in r.finite_points(KL_METRIC[t]) if k > 1e-3 and s in other]
+    return statistics.median(ratios) if len(ratios) >= 3 else None
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def kl_penalty_check(ctx: Context) -> Check:
+    """The KL penalty that holds the policy near its reference, where the baseline had one: the weight in
+    the config (grpo.beta 0 also stops TRL logging KL at all, so no KL check can see it), else the weight
+    the trainer applied as read from its logs (a code path that zeroes it leaves the config unchanged,
+    and over a smoke run the KL itself may barely move). relative: the share of the baseline's weight
+    that may be lost (fails past it; warns past half of it). No config change excuses it: health."""
+    t = ctx.training_type
+    field = KL_FIELD[t]
+    chk = Check(f"rl.{t}.kl_penalty", "rl_health", "KL penalty", field, "higher_is_better", None)
+    limit = ctx.limit(chk.id)
+    if not limit.enabled:
+        return chk.skip("disabled by thresholds")
+    if not ctx.has_baseline:
+        return chk.skip("no baseline: whether a KL penalty is wanted is the baseline's to say")
+    if limit.relative is None:
+        return chk.skip("no limit set (relative: the share of the baseline's KL weight that may be lost)")
+    b_cfg, c_cfg = _number(ctx.baseline[0].setting(field)), _number(ctx.cur0.setting(field))
+    if b_cfg is not None and c_cfg is not None and b_cfg > 0:
+        b, c, what = b_cfg, c_cfg, f"{field} in the config"
+        if c >= 0.5 * b:  # the config keeps it: the applied weight tells whether code removed it
+            b_w, c_w = applied_kl_weight(ctx.baseline, t), applied_kl_weight(ctx.current, t)
+            if b_w is not None and c_w is not None and b_w > 0:
+                term = "objective/non_score_reward / objective/kl" if t == "ppo" else "loss / kl"
+                b, c, what = b_w, c_w, f"the KL weight applied (median {term} per step)"
+    else:
+        return chk.skip(f"the baseline applies no KL penalty ({field} {ctx.baseline[0].setting(field)})")
+    chk.baseline, chk.current = b, c
+    chk.change, chk.change_kind = (c - b) / b, "relative"
+    chk.threshold, chk.threshold_kind = -limit.relative, "relative"
+    lost = 1 - c / b
+    text = f"{what}: {fmt(c)} vs the baseline's {fmt(b)} ({pct(-lost)})"
+    if lost > limit.relative:
+        return cap_severity(chk.set("fail", text + ": the KL penalty is removed, nothing holds the policy near "
+                                                  "its reference (reward hacking and drift go unchecked)"), limit)
+    if lost > limit.relative / 2:
+        return cap_severity(chk.set("warn", text + ": the KL penalty is much weaker than the baseline's"), limit)
+    return chk.set("pass", text)
+
+
 def kl_vanish_check(ctx: Context) -> Check:
     """KL is checked upward by rl.<type>.kl; a KL that falls to ~0 where the baseline's was clearly positive
     means the policy no longer moves away from its reference: not trained (frozen), or the reference is
@@ -1069,7 +1131,7 @@ def rl_checks(ctx: Context) -> list[Check]:
         out.append(value_loss_explosion_check(ctx))
     if t in KL_METRIC:
         at = next(i for i, c in enumerate(out) if c.id == f"rl.{t}.kl") + 1
-        out[at:at] = [kl_vanish_check(ctx), entropy_stuck_check(ctx)]
+        out[at:at] = [kl_vanish_check(ctx), kl_penalty_check(ctx), entropy_stuck_check(ctx)]
     if t in REWARD_METRIC:
         at = next(i for i, c in enumerate(out) if c.id == f"rl.{t}.reward") + 1
         out.insert(at, reward_trend_check(ctx))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from .checks_health import ENTROPY_METRIC, KL_METRIC, early_window, late_window
+from .checks_health import ENTROPY_METRIC, KL_FIELD, KL_METRIC, applied_kl_weight, early_window, late_window
 from .checks_run import describe_error, stack_changes, training_config_diff
 from .loading import Run
 from .model import Check, Context, fmt, pct
@@ -94,7 +94,6 @@ COLLAPSED_ENTROPY = 0.25  # RL: late entropy at or below this share of the run's
 IDENTICAL_GROUPS = 0.9  # GRPO/RLOO: share of groups whose completions all score the same
 REWARD_METRICS = ("reward", "objective/scores", "objective/rlhf_reward")
 LR_FIELDS = ("learning_rate", "lr_scheduler", "lr_scheduler_type", "warmup_ratio")
-KL_FIELD = {"ppo": "ppo.kl_coef", "grpo": "grpo.beta", "rloo": "rloo.beta"}
 
 
 def _median_tokens(runs: list[Run]) -> float | None:
@@ -166,22 +165,6 @@ def _late_mean(runs: list[Run], metric: str, window: float) -> float | None:
 def _early_mean(runs: list[Run], metric: str, window: float) -> float | None:
     vals = [v for r in runs for _, v in early_window(r, metric, window)]
     return statistics.fmean(vals) if vals else None
-
-
-def _applied_kl_weight(runs: list[Run], t: str) -> float | None:
-    """The KL weight the trainer applied, read from what it logs: PPO logs the penalty it added to the
-    reward (objective/non_score_reward = -kl_coef x objective/kl, both per sequence); GRPO's loss is its
-    KL term (beta x kl: the policy-gradient part averages to ~0 over a group). The median over the steps
-    whose KL is clearly above 0. None where it cannot be read (RLOO logs no penalty of its own)."""
-    if t not in ("ppo", "grpo"):
-        return None
-    term = "objective/non_score_reward" if t == "ppo" else "loss"
-    sign = -1.0 if t == "ppo" else 1.0
-    ratios = []
-    for r in runs:
-        other = dict(r.finite_points(term))
-        ratios += [sign * other[s] / k for s, k in r.finite_points(KL_METRIC[t]) if k > 1e-3 and s in other]
-    return statistics.median(ratios) if len(ratios) >= 3 else None
 
 
 class Diagnosis:
@@ -490,7 +473,7 @@ class Diagnosis:
         diff = next((x for x in training_config_diff(ctx) if x["path"] == field), None)
         coef = _numbers(diff) if diff else None
         lowered = coef is not None and coef[1] < coef[0]
-        b_w, c_w = _applied_kl_weight(ctx.baseline, t), _applied_kl_weight(ctx.current, t)
+        b_w, c_w = applied_kl_weight(ctx.baseline, t), applied_kl_weight(ctx.current, t)
         weaker = b_w is not None and c_w is not None and b_w > 0 and c_w < 0.5 * b_w
         if weaker:
             term = "objective/non_score_reward / objective/kl" if t == "ppo" else "loss / kl"

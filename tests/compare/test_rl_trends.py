@@ -111,3 +111,25 @@ def test_a_rerun_passes_and_a_policy_100x_too_slow_stops_improving(compare, trai
     r = compare(slow, trained("grpo", "grpo_embedded"))
     c = r.check("rl.grpo.reward_trend")
     assert c["status"] == "fail" and "the reward stopped improving" in c["reason"], c["reason"]
+
+
+# -- the KL penalty itself ------------------------------------------------------------------------------
+
+
+def test_a_kl_penalty_removed_fails_whether_the_config_or_the_code_removed_it(compare, record_dir):
+    kl = _noisy(0.02, 0.4, 0.01, seed=4)
+    # GRPO's loss is its KL term (the policy-gradient part averages to ~0 over a group): loss = beta x kl
+    base = record_dir("base", training_type="grpo", series={"kl": kl, "loss": [0.04 * k for k in kl]})
+    assert compare(base, base).status("rl.grpo.kl_penalty") == "pass"
+    # config: grpo.beta 0, and TRL then logs no KL at all, so no KL check can see it
+    off = record_dir("off", training_type="grpo", overrides=("grpo.beta=0",), series={"kl": None, "loss": [0.0] * 30})
+    c = compare(off, base).check("rl.grpo.kl_penalty")
+    assert c["status"] == "fail" and "grpo.beta in the config" in c["reason"] and "removed" in c["reason"], c["reason"]
+    # code, config unchanged: the weight applied, read from loss / kl, is ~0 though KL barely moved
+    code = record_dir("code", training_type="grpo", series={"kl": kl, "loss": [1e-12 * k for k in kl]})
+    c = compare(code, base).check("rl.grpo.kl_penalty")
+    assert c["status"] == "fail" and "the KL weight applied" in c["reason"], c["reason"]
+    # a weight halved in code warns; a baseline without a penalty has nothing to lose
+    half = record_dir("half", training_type="grpo", series={"kl": kl, "loss": [0.015 * k for k in kl]})
+    assert compare(half, base).status("rl.grpo.kl_penalty") == "warn"
+    assert compare(base, off).status("rl.grpo.kl_penalty") == "skip"
