@@ -38,6 +38,7 @@ bench: install
 	$(PY) benchmarks/noise.py
 	$(PY) benchmarks/time_to_verdict.py
 	$(PY) benchmarks/verdict_health.py
+	$(PY) benchmarks/verdict_suite.py
 	$(PY) benchmarks/exec_overhead.py
 
 clean:
