@@ -1,8 +1,9 @@
 """Performance and memory checks.
 
 Step time, throughput and phase times compare the per-step samples after warmup: the change of the
-median (current / baseline - 1) with a hierarchical bootstrap interval over all runs of each side,
-and a two-sided Mann-Whitney p-value on the pooled samples. Memory compares each run's peak; with
+median (current / baseline - 1). With repeats on both sides the run is the unit (a bootstrap over the
+runs' medians); with one run on a side, a bootstrap over its steps and a two-sided Mann-Whitney
+p-value, and the reason says that this interval sees step-to-step noise only. Memory compares each run's peak; with
 repeats, the interval spans the extreme pairs (every current run against every baseline run).
 """
 
@@ -38,17 +39,30 @@ def _sampled(ctx: Context, check_id: str, title: str, metric: str, unit: str, di
     n_base = sum(len(b) for b in base)
     if n_cur < 3 or n_base < 3:
         return chk.skip(f"too few steps after warmup to compare ({n_base} baseline, {n_cur} current; need 3)")
-    ch = bootstrap_change(base, cur, "median", ctx.confidence, ctx.settings.resamples, _seed(check_id),
-                          rank_test=True)
+    by_runs = sum(1 for b in base if b) >= 2 and sum(1 for c in cur if c) >= 2
+    if by_runs:
+        # The run is the unit of replication: the steps of one run share its machine state, so they are
+        # not independent samples of the run-to-run noise. Each run counts once, by its median.
+        ch = bootstrap_change([[statistics.median(b)] for b in base if b], [[statistics.median(c)] for c in cur if c],
+                              "median", ctx.confidence, ctx.settings.resamples, _seed(check_id))
+    else:
+        ch = bootstrap_change(base, cur, "median", ctx.confidence, ctx.settings.resamples, _seed(check_id),
+                              rank_test=True)
     judge_change(chk, ch, limit, what)
     chk.confidence = ctx.confidence
     chk.details = {
         "runs_baseline": len(base), "runs_current": len(cur),
         "run_medians_baseline": [statistics.median(b) for b in base if b],
         "run_medians_current": [statistics.median(c) for c in cur if c],
+        "unit": "run" if by_runs else "step",
     }
-    if ch.p_value is not None:
-        chk.reason += f"; Mann-Whitney p={ch.p_value:.2g}, n={n_base}/{n_cur} steps"
+    if by_runs:
+        chk.reason += f"; interval over runs ({len(base)} baseline, {len(cur)} current), each by its median"
+    else:
+        if ch.p_value is not None:
+            chk.reason += f"; Mann-Whitney p={ch.p_value:.2g}, n={n_base}/{n_cur} steps"
+        chk.reason += ("; with one run on a side the interval covers step-to-step noise only, not run-to-run "
+                       "noise: repeat runs, or measure base and head side by side (canary ab)")
     return cap_severity(chk, limit)
 
 

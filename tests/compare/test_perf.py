@@ -188,3 +188,19 @@ def test_no_baseline_still_runs_the_baseline_free_checks(compare, record_dir):
         assert r.status(cid) != "skip", cid
     r = compare(record_dir("cur2"))  # no baseline given at all
     assert r.doc["verdict"] == "no-baseline"
+
+
+def test_with_repeats_the_run_is_the_unit_and_one_run_says_its_interval_is_step_noise(compare, record_dir):
+    # Two runs a side, each very steady within itself, whose levels differ from run to run by ~10%: the
+    # steps of one run are not independent samples of that, so the interval comes from the run medians.
+    base = [record_dir(f"b{i}", series={"step_time_s": times(40, lvl, 0.01, i)}, steps=40)
+            for i, lvl in enumerate((0.020, 0.022))]
+    cur = [record_dir(f"c{i}", series={"step_time_s": times(40, lvl, 0.01, 10 + i)}, steps=40)
+           for i, lvl in enumerate((0.021, 0.023))]
+    r = compare(cur[0], *base, "--current", cur[1])
+    c = r.check("perf.step_time")
+    assert c["details"]["unit"] == "run" and "interval over runs (2 baseline, 2 current)" in c["reason"], c["reason"]
+    assert c["ci"][1] - c["ci"][0] > 0.08, c["ci"]  # spans the run-to-run spread, not the 1% step noise
+    one = compare(cur[0], base[0]).check("perf.step_time")
+    assert one["details"]["unit"] == "step" and "step-to-step noise only" in one["reason"], one["reason"]
+    assert one["ci"][1] - one["ci"][0] < 0.03  # the same data seen one run a side: a falsely narrow interval
