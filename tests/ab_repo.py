@@ -1,8 +1,8 @@
 """A real two-commit git repository for A/B tests, made from the example user repository.
 
-base commit: the example as shipped, its DPO canary shortened to 6 steps; head commit: the team's
-callback waits 50 ms a step (a synchronous metrics upload), a clear step-time regression, and the
-package's version goes from 0.1.0 to 0.2.0.
+base commit: the example as shipped, its DPO canary shortened to 6 steps; head commit: the team's DPO
+trainer subclass does an extra forward pass per step (a diagnostics pass), and the package's version
+goes from 0.1.0 to 0.2.0.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import subprocess
 from pathlib import Path
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "user-repo"
-SLOW_HOOK = '''        import time
-
-        time.sleep(0.05)  # uploads the step's metrics synchronously
-'''
+EXTRA_FORWARD = ("        loss, outputs = super().compute_loss(",
+                 "        with torch.no_grad():  # a diagnostics pass: the same forward again\n"
+                 "            super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)\n"
+                 "        loss, outputs = super().compute_loss(")
 
 
 def git(repo: Path, *args: str) -> str:
@@ -37,12 +37,12 @@ def make_repo(root: Path) -> tuple[str, str]:
     git(root, "add", ".")
     git(root, "commit", "-q", "-m", "base")
     base = git(root, "rev-parse", "HEAD")
-    hooks = root / "acme_rlhf" / "hooks.py"
-    anchor = "        if logs is not None:\n"
-    assert anchor in hooks.read_text(), "the example's hooks.py changed: update SLOW_HOOK's anchor"
-    hooks.write_text(hooks.read_text().replace(anchor, SLOW_HOOK + anchor))
+    trainer = root / "acme_rlhf" / "trainers.py"
+    old, new = EXTRA_FORWARD
+    assert old in trainer.read_text(), "the example's trainers.py changed: update EXTRA_FORWARD"
+    trainer.write_text("import torch\n" + trainer.read_text().replace(old, new))
     pyproject = root / "pyproject.toml"
     assert 'version = "0.1.0"' in pyproject.read_text()
     pyproject.write_text(pyproject.read_text().replace('version = "0.1.0"', 'version = "0.2.0"'))
-    git(root, "commit", "-q", "-am", "upload metrics every step")
+    git(root, "commit", "-q", "-am", "a diagnostics forward pass per step")
     return base, git(root, "rev-parse", "HEAD")

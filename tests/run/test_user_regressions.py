@@ -4,6 +4,10 @@ The example user repository (examples/user-repo) is copied twice: as it ships (t
 one change a pull request might make to the team's own trainer or reward function. Both run through
 `canary run` in fresh processes, as in CI, and `canary compare` must fail the change on the check
 that fits it.
+
+The extra forward pass's step-time failure is asserted where it is measured reliably, against the
+base on the same runner, pair by pair (tests/action/test_ab.py): one stored run a side is at the
+mercy of the shared machine (in one CI run the base happened to run 60% slow and hid the +56%).
 """
 
 import json
@@ -79,12 +83,6 @@ def verdicts(tmp_path_factory):
 
 def failed(comparison: dict) -> dict[str, str]:
     return {c["id"]: c["reason"] for c in comparison["checks"] if c["status"] == "fail"}
-
-
-def test_extra_forward_pass_in_the_trainer_subclass_fails_step_time(verdicts):
-    c = verdicts["extra_forward"]
-    assert c["verdict"] == "fail"
-    assert "perf.step_time" in failed(c)
 
 
 def test_the_changed_package_version_is_in_the_env_diff_and_the_diagnosis(verdicts):
