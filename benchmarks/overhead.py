@@ -6,8 +6,9 @@ The bare side gets a collector that instruments nothing and is removed from the 
 remains is TRL alone. Repetitions are interleaved (bare, canary, bare, canary, ...) so drift in the
 machine hits both sides alike. The figure is the median of the per-repetition ratios
 (canary / bare) with a bootstrap 95% interval. Beside it, the collector's own cost per step is
-measured in isolation (its callbacks and readings, called in a loop), a floor that does not depend
-on the machine's noise. Both sides use --threads torch threads (default 1: the least noisy on CPU).
+measured in isolation (its callbacks and readings, called in a loop, and the update-ratio hooks on the
+embedded model's optimizer), a floor that does not depend on the machine's noise. Both sides use
+--threads torch threads (default 1: the least noisy on CPU).
 
     python benchmarks/overhead.py [--configs dpo_embedded sft_embedded ...] [--reps 9] [--steps 120] [--threads 1]
 """
@@ -119,6 +120,30 @@ def collector_cost(n: int = 2000) -> float:
     return elapsed / n
 
 
+def update_hook_cost(n: int = 500) -> float:
+    """Seconds the update-ratio hooks add to one optimizer step of the embedded model (tiny-llama, every
+    parameter trainable): the copy and norm before the step, the difference norm after it."""
+    import torch
+    import transformers
+
+    from canary_runner.collect.collector import StepCollector
+    from canary_runner.workload.sources import model_path
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_path("embedded:tiny-llama"))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    with tempfile.TemporaryDirectory() as tmp:
+        c = StepCollector(Path(tmp) / "steps.jsonl", 5, 1e9, deadline_from=time.perf_counter())
+        c._before_update(opt)  # the first call allocates the buffer
+        c._after_update(opt)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            c._before_update(opt)
+            c._after_update(opt)
+        elapsed = time.perf_counter() - t0
+        c.close()
+    return elapsed / n
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["sft_embedded", "dpo_embedded", "grpo_embedded", "ppo_embedded"])
@@ -142,7 +167,10 @@ def main(argv=None) -> int:
     device = fp["gpu"]["name"] if fp["gpu"] else f"CPU {fp['cpu_model']} ({fp['cpu_count']} cores, torch threads {torch.get_num_threads()})"
     print(f"overhead: instrumented canary vs bare TRL, {args.reps} interleaved reps x {args.steps} steps, on {device}")
     per_step_cost = collector_cost()
-    print(f"collector cost per step, in isolation: {per_step_cost * 1e6:.0f} us")
+    hooks = update_hook_cost()
+    print(f"collector cost per step, in isolation: {per_step_cost * 1e6:.0f} us, plus the update-ratio hooks "
+          f"{hooks * 1e6:.0f} us per optimizer step")
+    per_step_cost += hooks
     print(f"{'config':<16} {'bare s/step':>11} {'canary s/step':>13} {'overhead [95% CI]':>24} {'collector floor':>15}")
     worst = 0.0
     for name in args.configs:
