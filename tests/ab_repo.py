@@ -1,8 +1,8 @@
 """A real two-commit git repository for A/B tests, made from the example user repository.
 
 base commit: the example as shipped, its DPO canary shortened to 6 steps; head commit: the team's DPO
-trainer subclass does an extra forward pass per step (a diagnostics pass), and the package's version
-goes from 0.1.0 to 0.2.0.
+trainer subclass does extra forward passes every step (diagnostics), and the package's version goes
+from 0.1.0 to 0.2.0.
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ import subprocess
 from pathlib import Path
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "user-repo"
+# Three extra forward passes a step (one per probe), so the change stands clear of this shared machine's
+# run-to-run swings: with one, a base run slowed by a neighbour measured as slow as the head.
 EXTRA_FORWARD = ("        loss, outputs = super().compute_loss(",
-                 "        with torch.no_grad():  # a diagnostics pass: the same forward again\n"
-                 "            super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)\n"
+                 "        with torch.no_grad():  # diagnostics: the same forward again, once per probe\n"
+                 "            for _probe in range(3):\n"
+                 "                super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)\n"
                  "        loss, outputs = super().compute_loss(")
 
 

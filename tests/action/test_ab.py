@@ -1,8 +1,8 @@
 """`baseline: ref:base`: the action measures the pull request's base beside its head, in the same job.
 
 The workspace is a shallow clone (depth 1, as actions/checkout leaves it by default, and with no
-credentials) of a real two-commit repository (tests/ab_repo.py) whose head commit adds an extra
-forward pass per step to the team's DPO trainer subclass; the base commit is fetched from `origin` on
+credentials) of a real two-commit repository (tests/ab_repo.py) whose head commit adds extra forward
+passes every step to the team's DPO trainer subclass; the base commit is fetched from `origin` on
 demand. The event names the real base sha.
 """
 
@@ -55,7 +55,7 @@ def test_a_slower_head_fails_against_the_base_measured_in_the_same_job(run_actio
     assert (info["base"]["sha"], info["head"]["sha"]) == (base, head)
     assert info["stopped"].startswith("decided after") and info["pairs"] >= 3
     ratios = info["decisions"]["step_time"]["ratios"]
-    assert len(ratios) == info["pairs"] and statistics.median(ratios) > 1.2, ratios  # one forward more per step
+    assert len(ratios) == info["pairs"] and statistics.median(ratios) > 1.5, ratios  # three forwards more per step
     # ABBA: each side ran once per pair, the base from its own worktree (removed afterwards)
     assert len(info["runs"]["base"]) == len(info["runs"]["head"]) == info["pairs"]
     assert "trees/base" not in git(run_action.workspace, "worktree", "list")
