@@ -22,6 +22,12 @@ SUPERSEDED = {"perf.step_time": "step_time", "memory.cpu_rss_anon_peak": "memory
 STATE_STATUS = {"fail": "fail", "pass": "pass", "unknown": "warn"}
 
 
+def superseded(check_id: str) -> bool:
+    """Whether an A/B decision stands in for this check: the ids above and their per-device members
+    (`memory.cuda_max_allocated.cuda:0`)."""
+    return any(check_id == k or check_id.startswith(k + ".") for k in SUPERSEDED)
+
+
 def ab_checks(ctx: Context, ab: dict) -> list[Check]:
     out = []
     for metric, (check_id, title, name, unit) in REPLACES.items():

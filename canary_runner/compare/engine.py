@@ -50,7 +50,7 @@ def compare(current: list[Run], baseline: list[Run], settings: Settings, ab: dic
     checks += checks_health.invariant_checks(ctx)
     checks += checks_run.correctness_checks(ctx)
     if ab is not None and baseline:
-        checks = [c for c in checks if c.id not in checks_ab.SUPERSEDED] + checks_ab.ab_checks(ctx, ab)
+        checks = [c for c in checks if not checks_ab.superseded(c.id)] + checks_ab.ab_checks(ctx, ab)
     if baseline and not ctx.same_hardware:
         for c in checks:
             if c.category in ("performance", "memory", "distributed") and c.status == "fail":

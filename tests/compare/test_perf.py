@@ -204,3 +204,22 @@ def test_with_repeats_the_run_is_the_unit_and_one_run_says_its_interval_is_step_
     one = compare(cur[0], base[0]).check("perf.step_time")
     assert one["details"]["unit"] == "step" and "step-to-step noise only" in one["reason"], one["reason"]
     assert one["ci"][1] - one["ci"][0] < 0.03  # the same data seen one run a side: a falsely narrow interval
+
+
+def test_ab_decisions_replace_the_stored_baseline_step_time_and_every_device_memory_check(record_dir):
+    # Controlled GPU-like records: a per-device peak series gives memory.cuda_max_allocated.cuda:0.
+    from canary_runner.compare import engine
+    from canary_runner.compare.loading import load_side
+    from canary_runner.compare.settings import resolve
+
+    gpu = {"mem_cuda_max_allocated_mb": [1000.0 + i for i in range(30)], "mem_cuda_max_reserved_mb": [1200.0] * 30}
+    base, cur = record_dir("base", series=gpu), record_dir("cur", series=gpu)
+    ab = {"mode": "ab", "decisions": {m: {"ratios": [1.0, 1.0, 1.0], "threshold": 0.05, "state": "pass", "pairs": 3,
+                                          "change": 0.0, "ci": [-0.01, 0.01], "level": 0.99}
+                                      for m in ("step_time", "memory")},
+          "per_run": {"base": [{"step_time": 0.02, "memory": 1029.0}] * 3, "head": [{"step_time": 0.02, "memory": 1029.0}] * 3}}
+    doc = engine.compare(load_side([str(cur)], "current"), load_side([str(base)], "baseline"), resolve("smoke"), ab=ab)
+    ids = [c["id"] for c in doc["checks"]]
+    assert "memory.cuda_max_allocated.cuda:0" not in ids and "perf.step_time" in ids and "memory.peak" in ids, ids
+    assert next(c for c in doc["checks"] if c["id"] == "perf.step_time")["reason"].startswith("A/B on this runner")
+    assert "memory.cuda_max_reserved.cuda:0" in ids  # reserved memory is not what A/B decides: still checked
