@@ -15,6 +15,7 @@ step-time and memory checks, and an `ab` block with the pairs.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -50,6 +51,7 @@ class Side:
     python: str = sys.executable
     env: dict = field(default_factory=dict)
     runs: list[Path] = field(default_factory=list)
+    launcher: "Launcher | None" = None
 
     @property
     def label(self) -> str:
@@ -206,14 +208,86 @@ def _say(plan: Plan, text: str) -> None:
         plan.progress(text)
 
 
+# The TRL class each training type loads lazily: the fork server imports it once per side.
+TRAINER_CLASS = {"sft": "trl:SFTTrainer", "dpo": "trl:DPOTrainer", "grpo": "trl:GRPOTrainer",
+                 "rloo": "trl:RLOOTrainer", "reward": "trl:RewardTrainer", "ppo": "trl.experimental.ppo:PPOTrainer"}
+
+
+def gpu_driver_present() -> bool:
+    return any(Path(p).exists() for p in ("/dev/nvidiactl", "/dev/kfd"))  # NVIDIA, AMD ROCm
+
+
+def fork_safe() -> bool:
+    """Whether runs may be forked from a server that imported torch. Not with a GPU driver present:
+    a library that asks for the device count at import initialises the driver, and a CUDA (or ROCm)
+    driver initialised before fork() cannot be used in the child. There every run is a new interpreter."""
+    return hasattr(os, "fork") and not gpu_driver_present()
+
+
+class Launcher:
+    """Starts one side's runs, each a fresh process: forked from the side's fork server
+    (forkserver.py) where that is safe, else a new interpreter. Either way the run is
+    `canary run CONFIG ...` of the side's own tree, in the side's environment."""
+
+    def __init__(self, side: Side, preload: list[str], use_fork: bool, server_log: Path | None = None):
+        self.side = side
+        self.env = {k: v for k, v in os.environ.items() if k != "CANARY_WORKSPACE"} | side.env
+        self.server: subprocess.Popen | None = None
+        if use_fork:
+            from . import forkserver
+
+            with open(server_log or os.devnull, "w") as log:
+                self.server = subprocess.Popen(
+                    [side.python, "-c", Path(forkserver.__file__).read_text(), *preload], cwd=side.root,
+                    env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
+        self.ready = self.server is None
+
+    def wait_ready(self) -> None:
+        """Wait for the server's imports (both sides' servers import at once, started one after the other)."""
+        if not self.ready:
+            self.ready = True
+            if not self._reply():  # it could not start (an odd interpreter): plain processes instead
+                self.close()
+
+    def _reply(self) -> dict | None:
+        try:
+            line = self.server.stdout.readline()
+            return json.loads(line) if line else None
+        except (OSError, ValueError):
+            return None
+
+    def run(self, argv: list[str], log: Path) -> int:
+        self.wait_ready()
+        if self.server is not None and self.server.poll() is None:
+            try:
+                self.server.stdin.write(json.dumps({"argv": argv, "log": str(log)}) + "\n")
+                self.server.stdin.flush()
+                reply = self._reply()
+                if reply is not None and "exit" in reply:
+                    return int(reply["exit"])
+            except OSError:
+                pass
+            self.close()  # the server died: the rest of this side's runs start plainly
+        with open(log, "w") as fh:
+            return subprocess.run([self.side.python, "-m", "canary_runner.cli", *argv], cwd=self.side.root,
+                                  env=self.env, stdout=fh, stderr=subprocess.STDOUT).returncode
+
+    def close(self) -> None:
+        if self.server is None:
+            return
+        server, self.server = self.server, None
+        try:
+            server.stdin.close()
+            server.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            server.kill()
+            server.wait()
+
+
 def _run_once(plan: Plan, side: Side, out: Path, warmup: bool = False) -> tuple[int, dict | None]:
-    cmd = [side.python, "-m", "canary_runner.cli", "run", str(side.config), "-o", str(out), "--no-progress",
-           *(f"--set={s}" for s in plan.sets)]
-    env = {k: v for k, v in os.environ.items() if k != "CANARY_WORKSPACE"} | side.env
-    log = out.with_suffix(".log")
+    argv = ["run", str(side.config), "-o", str(out), "--no-progress", *(f"--set={s}" for s in plan.sets)]
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as fh:
-        code = subprocess.run(cmd, cwd=side.root, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
+    code = side.launcher.run(argv, out.with_suffix(".log"))
     try:
         record = results.load_metrics(out)
     except results.MetricsFileError:
@@ -245,6 +319,7 @@ def run_ab(plan: Plan) -> tuple[dict, int]:
                           "relative to the repository root, or a shipped config name")
         if sides["base"].config is None:  # a new canary: the head runs once, with no verdict
             _say(plan, f"new canary: {plan.config} does not exist in the base ({sides['base'].label}); no verdict")
+            sides["head"].launcher = Launcher(sides["head"], [], use_fork=False)
             code, _record = _run_once(plan, sides["head"], out / "head" / "pair-01")
             sides["head"].runs.append(out / "head" / "pair-01")
             doc = comparison(plan, sides, {"mode": "ab", "new_canary": True, **_sides_info(sides),
@@ -267,6 +342,17 @@ def run_ab(plan: Plan) -> tuple[dict, int]:
                     raise ABError(f"{side.name} ({side.label}): {e}") from None
                 side.python, side.env = str(env.python), env.env(dict(os.environ))
                 _say(plan, f"{side.name}: installed {userenv.describe(env.changed)}")
+        use_fork = fork_safe()
+        threads = _one_thread_on_cpu(plan, sides["head"].config)
+        if threads:
+            plan.sets = [*plan.sets, threads]
+            _say(plan, "CPU run: torch intra-op threads set to 1 on both sides (train.cpu_threads); "
+                       "idle OpenMP workers spinning against other processes made CPU step times swing by 30%")
+        for side in sides.values():
+            kind = load_config(side.config, plan.sets).training_type
+            side.launcher = Launcher(side, [TRAINER_CLASS[kind]] if kind in TRAINER_CLASS else [], use_fork,
+                                     out / f"forkserver-{side.name}.log")
+            stack.callback(side.launcher.close)
         for side in sides.values():  # untimed: builds the caches and imports both sides use
             _say(plan, f"warm-up: {side.name} ({side.label})")
             _run_once(plan, side, out / "warmup" / side.name, warmup=True)
@@ -295,7 +381,10 @@ def run_ab(plan: Plan) -> tuple[dict, int]:
             history.append({"pair": pair, "elapsed_s": round(spent, 2),
                             **{m: {k: d[k] for k in ("state", "change", "ci")} for m, d in decided.items()}})
             _say(plan, f"pair {pair}: " + ", ".join(f"{m} {_fmt_decision(d)}" for m, d in decided.items()))
-            if all(d["state"] in ("fail", "pass") for d in decided.values()):
+            if any(d["state"] == "fail" for d in decided.values()):
+                state = "failed"  # the verdict is settled: clearly worse on at least one metric
+                break
+            if all(d["state"] == "pass" for d in decided.values()):
                 state = "decided"
                 break
             if final or all(d["state"] != "continue" for d in decided.values()):
@@ -307,7 +396,9 @@ def run_ab(plan: Plan) -> tuple[dict, int]:
             "min_pairs": plan.min_pairs, "max_pairs": plan.max_pairs, "budget_s": plan.budget_s,
             "alpha": plan.alpha,
             "elapsed_s": round(time.monotonic() - t0, 2),
-            "stopped": _stopped(state, crashed, pair, plan),
+            "stopped": _stopped(state, crashed, pair, plan, history[-1] if history else {}),
+            "stopped_early": state in ("failed", "decided") and pair < plan.max_pairs,
+            "cpu_threads": 1 if threads else None,
             "runs": {n: [str(p) for p in sides[n].runs] for n in SIDES},
             "per_run": stats,
             "decisions": decisions(stats["base"], stats["head"], limits, plan.alpha, plan.min_pairs,
@@ -330,6 +421,13 @@ def run_ab(plan: Plan) -> tuple[dict, int]:
     return doc, EXIT_FAIL if doc["verdict"] == "fail" else EXIT_OK
 
 
+def _one_thread_on_cpu(plan: Plan, config: Path) -> str | None:
+    """`train.cpu_threads=1` for a CPU run whose config leaves the thread count to torch, else None."""
+    cfg = load_config(config, plan.sets)
+    on_cpu = cfg.train.device == "cpu" or (cfg.train.device == "auto" and not gpu_driver_present())
+    return "train.cpu_threads=1" if on_cpu and cfg.train.cpu_threads is None else None
+
+
 def _rel(side: Side) -> str | None:
     if side.config is None:
         return None
@@ -346,11 +444,19 @@ def _fmt_decision(d: dict) -> str:
     return f"{d['change']:+.1%}{ci} {d['state']}"
 
 
-def _stopped(state: str, crashed, pair: int, plan: Plan) -> str:
+WORSE = {"step_time": "clearly slower", "memory": "clearly more peak memory"}
+
+
+def _stopped(state: str, crashed, pair: int, plan: Plan, last: dict) -> str:
     if crashed:
         return f"{crashed[0]} run of pair {pair} did not complete (exit {crashed[2]})"
+    early = pair < plan.max_pairs
+    when = f"after {pair} pair(s)" + (" (the minimum)" if pair == plan.min_pairs else "")
+    if state == "failed":
+        worse = " and ".join(WORSE[m] for m in METRICS if (last.get(m) or {}).get("state") == "fail")
+        return f"{'stopped early' if early else 'stopped'} {when}: {worse}"
     if state == "decided":
-        return f"decided after {pair} pair(s)" + (" (the minimum)" if pair == plan.min_pairs else "")
+        return f"{'stopped early' if early else 'stopped'} {when}: clearly within every limit"
     if pair >= plan.max_pairs:
         return f"no clear answer after the maximum of {plan.max_pairs} pairs"
     return f"time budget of {plan.budget_s:g}s spent after {pair} pair(s)"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 
-from .model import Check, Context, pct
+from .model import Check, Context, cap_severity, pct
 
 # A/B metric -> (replaced check id, title, metric name, unit)
 REPLACES = {
@@ -33,6 +33,10 @@ def ab_checks(ctx: Context, ab: dict) -> list[Check]:
     for metric, (check_id, title, name, unit) in REPLACES.items():
         chk = Check(check_id, "performance" if metric == "step_time" else "memory", title, name,
                     "lower_is_better", unit)
+        limit = ctx.settings.limit(f"ab.{metric}")
+        if not limit.enabled:
+            out.append(chk.skip(f"disabled (ab.{metric}: enabled: false)"))
+            continue
         d = ab.get("decisions", {}).get(metric)
         per_run = ab.get("per_run", {})
         base = [r.get(metric) for r in per_run.get("base", []) if r.get(metric) is not None]
@@ -52,5 +56,5 @@ def ab_checks(ctx: Context, ab: dict) -> list[Check]:
         chk.set(STATE_STATUS[d["state"]],
                 f"A/B on this runner, {d['pairs']} pair(s): {title.lower()} {pct(d['change'])}{ci}, "
                 f"{said} the +{d['threshold']:.0%} limit")
-        out.append(chk)
+        out.append(cap_severity(chk, limit))
     return out
