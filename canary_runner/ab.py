@@ -19,6 +19,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -236,10 +237,13 @@ class Launcher:
         if use_fork:
             from . import forkserver
 
+            # Its own process group: a server that dies mid-run leaves its run orphaned, and the
+            # group is how that run is found and stopped (close) before the run starts again plainly.
             with open(server_log or os.devnull, "w") as log:
                 self.server = subprocess.Popen(
                     [side.python, "-c", Path(forkserver.__file__).read_text(), *preload], cwd=side.root,
-                    env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
+                    env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+                    start_new_session=True)
         self.ready = self.server is None
 
     def wait_ready(self) -> None:
@@ -258,7 +262,7 @@ class Launcher:
 
     def run(self, argv: list[str], log: Path) -> int:
         self.wait_ready()
-        if self.server is not None and self.server.poll() is None:
+        if self.server is not None and self.server.returncode is None:
             try:
                 self.server.stdin.write(json.dumps({"argv": argv, "log": str(log)}) + "\n")
                 self.server.stdin.flush()
@@ -270,18 +274,35 @@ class Launcher:
             self.close()  # the server died: the rest of this side's runs start plainly
         with open(log, "w") as fh:
             return subprocess.run([self.side.python, "-m", "canary_runner.cli", *argv], cwd=self.side.root,
-                                  env=self.env, stdout=fh, stderr=subprocess.STDOUT).returncode
+                                  env=self.env, stdin=subprocess.DEVNULL, stdout=fh,
+                                  stderr=subprocess.STDOUT).returncode
 
     def close(self) -> None:
+        """End the server. The end of its input ends an idle one at once, and makes a busy one stop its
+        run (SIGTERM, so the run records itself as interrupted) before it ends."""
         if self.server is None:
             return
         server, self.server = self.server, None
         try:
             server.stdin.close()
-            server.wait(timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            server.kill()
-            server.wait()
+        except OSError:  # it is gone already
+            pass
+        from .forkserver import STOP_GRACE_S
+
+        # Wait for its end without reaping it: until it is reaped, its id names no other process group.
+        deadline = time.monotonic() + STOP_GRACE_S + 15
+        while (server.returncode is None and time.monotonic() < deadline
+               and os.waitid(os.P_PID, server.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None):
+            time.sleep(0.05)
+        # Whatever is left of its group goes now: a run orphaned by a server that died mid-run, or a
+        # server that did not end.
+        if server.returncode is None:
+            try:
+                os.killpg(server.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        server.wait()
+        server.stdout.close()
 
 
 def _run_once(plan: Plan, side: Side, out: Path, warmup: bool = False) -> tuple[int, dict | None]:

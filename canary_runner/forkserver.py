@@ -12,14 +12,25 @@ This file is executed with `python -c` (its source text), so it imports nothing 
 the side's tree may hold another version of the package, or none.
 
 Protocol: one JSON request per line on stdin, {"argv": [...], "log": path}; one JSON line back on
-stdout, {"exit": code}, after the child has exited. End of input ends the server.
+stdout, {"exit": code}, after the child has exited. End of input ends the server; when it comes while
+a run is in flight (the launcher closed, or died), the run is stopped with SIGTERM first (it records
+itself as interrupted), so no run outlives its A/B.
+
+The child never touches the protocol pipes: its stdin is /dev/null and its stdout/stderr the run's
+log, so nothing it (or a library, or a process it starts) reads or prints can take a request or fake
+a reply.
 """
 
+import atexit
 import importlib
 import json
 import os
+import select
+import signal
 import sys
 import traceback
+
+STOP_GRACE_S = 30  # how long a stopped run may take to write its record before it is killed
 
 # What a run would import anyway; a missing one (an older or leaner stack) is simply not preloaded.
 PRELOAD = ["torch", "transformers", "transformers.trainer", "datasets", "accelerate", "peft", "trl"]
@@ -38,12 +49,18 @@ def preload(extra):
 
 
 def child(request):
-    fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    """The run, in the forked process. Whatever happens, this process ends here with the run's exit
+    code: it must never return into the server's loop (a second server on the same pipes)."""
     code = 1
     try:
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        sys.stdin = open(0, closefd=False)
+        # The server's `-c` and preload list are not the run's command line.
+        sys.argv = ["-m", *request["argv"]]
         from canary_runner.cli import main
 
         code = main(request["argv"])
@@ -52,24 +69,88 @@ def child(request):
     except BaseException:  # noqa: BLE001 - as the interpreter would: print it, exit 1
         traceback.print_exc()
     finally:
+        # What a normal interpreter exit does and os._exit skips: exit handlers (logging's flush among
+        # them), then the streams' buffers.
+        try:
+            atexit._run_exitfuncs()
+        except BaseException:  # noqa: BLE001
+            pass
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
-            except Exception:  # noqa: BLE001
+            except BaseException:  # noqa: BLE001
                 pass
-    os._exit(code if isinstance(code, int) else 1)
+        os._exit(code if isinstance(code, int) and 0 <= code < 256 else 1)
+
+
+class Requests:
+    """Lines from stdin, read with os.read: the server also watches stdin for its end while a run is
+    in flight, which a buffered reader would hide."""
+
+    def __init__(self):
+        self.buffer = b""
+        self.ended = False
+
+    def fill(self) -> None:
+        chunk = os.read(0, 65536)
+        self.buffer += chunk
+        self.ended = self.ended or not chunk
+
+    def next(self):
+        while b"\n" not in self.buffer and not self.ended:
+            self.fill()
+        if b"\n" not in self.buffer:
+            return None
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+
+def wait_for(pid, requests):
+    """The child's wait status; if stdin ends meanwhile, stop the child first (SIGTERM, then SIGKILL)."""
+    try:
+        watch = [os.pidfd_open(pid)]  # readable when the child exits: no polling
+    except (AttributeError, OSError):
+        watch = []
+    try:
+        while True:
+            ready, _, _ = select.select([0, *watch], [], [], None if watch else 0.5)
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return status
+            if 0 in ready:
+                requests.fill()
+                if requests.ended:
+                    return stop(pid)
+    finally:
+        for fd in watch:
+            os.close(fd)
+
+
+def stop(pid):
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(STOP_GRACE_S * 10):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        select.select([], [], [], 0.1)
+    os.kill(pid, signal.SIGKILL)
+    return os.waitpid(pid, 0)[1]
 
 
 def serve():
     preload(sys.argv[1:])
     print(json.dumps({"ready": True}), flush=True)
-    for line in sys.stdin:
-        request = json.loads(line)
+    requests = Requests()
+    while True:
+        request = requests.next()
+        if request is None:
+            break
         sys.stdout.flush()
+        sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             child(request)
-        _, status = os.waitpid(pid, 0)
+        status = wait_for(pid, requests)
         print(json.dumps({"exit": os.waitstatus_to_exitcode(status)}), flush=True)
 
 
