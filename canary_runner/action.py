@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import subprocess
@@ -57,6 +58,8 @@ INPUT_DEFAULTS: dict[str, str] = {
     "install": "",  # the code under review: one pip argument set per line, into an overlay environment
     "command": "",  # a training script run unmodified under `canary exec` (instead of config)
     "max-steps": "",  # command only: cap every Trainer's max_steps
+    "max-pairs": "10",  # baseline ref:...: the most A/B pairs before an undecided answer (a warning)
+    "budget": "",  # baseline ref:...: seconds the A/B loop may take; empty: no time limit
     "fail-on": "fail",
     "output-dir": "",
 }
@@ -168,6 +171,8 @@ class Inputs:
     install: list[str] = field(default_factory=list)
     command: list[str] = field(default_factory=list)
     max_steps: int | None = None
+    max_pairs: int = 10
+    budget: float | None = None
     fail_on: str = "fail"
     output_dir: str = ""
 
@@ -243,6 +248,7 @@ def read_inputs(env) -> Inputs:
             problems.append(f"install: {exc}")
         if metrics:
             problems.append("install has nothing to install into: metrics is given, so nothing is trained")
+    max_pairs, budget = _max_pairs(_input(env, "max-pairs"), problems), _budget(_input(env, "budget"), problems)
     token = _input(env, "github-token") or None
     if problems:
         raise InputError(*problems)
@@ -250,7 +256,7 @@ def read_inputs(env) -> Inputs:
                   thresholds=_input(env, "thresholds"), token=token, comment=comment_text in _TRUE,
                   check_name=_input(env, "check-name"), comment_author=_input(env, "comment-author"),
                   install=install_text.splitlines() if install_text else [], command=command, max_steps=max_steps,
-                  fail_on=fail_on, output_dir=_input(env, "output-dir"))
+                  max_pairs=max_pairs, budget=budget, fail_on=fail_on, output_dir=_input(env, "output-dir"))
 
 
 def _command(text: str, problems: list[str]) -> list[str]:
@@ -271,6 +277,32 @@ def _max_steps(text: str, problems: list[str]) -> int | None:
         problems.append(f"max-steps {text!r} is not a positive whole number")
         return None
     return int(text)
+
+
+# The A/B loop decides after 3 pairs at the earliest (ab.Plan.min_pairs): fewer could never decide.
+MIN_PAIRS = 3
+
+
+def _max_pairs(text: str, problems: list[str]) -> int:
+    if not text.isdigit() or int(text) < MIN_PAIRS:
+        problems.append(f"max-pairs {text!r} is not a whole number of at least {MIN_PAIRS} (the A/B loop of "
+                        f"baseline ref:... decides after {MIN_PAIRS} pairs at the earliest); give e.g. 10")
+        return int(INPUT_DEFAULTS["max-pairs"])
+    return int(text)
+
+
+def _budget(text: str, problems: list[str]) -> float | None:
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        problems.append(f"budget {text!r} is not a positive number of seconds; give e.g. 600 (the A/B loop of "
+                        "baseline ref:... starts no pair that would end past it), or leave it empty for no limit")
+        return None
+    return seconds
 
 
 def resolve_config(config: str, tier: str) -> Path:
@@ -401,6 +433,11 @@ class Action:
         if inp.thresholds and not Path(inp.thresholds).is_file():
             problems.append(f"thresholds file {inp.thresholds!r} not found in the workspace ({Path.cwd()})")
         self.spec = None if inp.baseline.lower() == "none" else parse_baseline_spec(inp.baseline)
+        if (self.spec is None or self.spec.kind != "ref") and (
+                inp.budget is not None or inp.max_pairs != int(INPUT_DEFAULTS["max-pairs"])):
+            # Not an error: one workflow may pick ref:base for pull requests and a stored baseline otherwise.
+            self.wf.warning(f"max-pairs and budget limit the A/B loop of baseline ref:...; with baseline "
+                            f"{inp.baseline} they are ignored")
         self.out_dir = Path(inp.output_dir or f"canary-results/{self.config_name}")
         if self.out_dir.exists() and not self.out_dir.is_dir():
             problems.append(f"output-dir {inp.output_dir!r} exists and is not a directory")
@@ -667,7 +704,9 @@ class Action:
             rel = self.config_path.stem
         self.wf.group(f"A/B of {self.config_name}: base {base[:12]} vs head (this checkout), pair by pair")
         cmd = [sys.executable, "-m", "canary_runner.cli", "ab", rel, "--base", base, "--head", ".",
-               "-o", str(self.out_dir), *(f"--install={line}" for line in inp.install)]
+               "-o", str(self.out_dir), f"--pairs={inp.max_pairs}", *(f"--install={line}" for line in inp.install)]
+        if inp.budget is not None:
+            cmd.append(f"--budget={inp.budget!r}")
         if inp.tier:
             cmd.append(f"--tier={inp.tier}")
         try:

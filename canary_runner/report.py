@@ -656,12 +656,17 @@ def _ab_view(ab: Any) -> dict | None:
         sha = side.get("sha")
         return str(sha)[:7] if isinstance(sha, str) and sha else str(side.get("spec") or "?")
 
-    step = ((ab.get("decisions") or {}).get("step_time") or {}) if isinstance(ab.get("decisions"), Mapping) else {}
-    ratios = [r for r in (step.get("ratios") or []) if _finite(r)] if isinstance(step, Mapping) else []
+    def ratios(metric: str) -> str:
+        """The head/base ratio of each pair, as decided (at most 20: max-pairs may be large)."""
+        decided = ab.get("decisions")
+        d = decided.get(metric) if isinstance(decided, Mapping) else None
+        values = d.get("ratios") if isinstance(d, Mapping) else None
+        return " ".join(f"{r:.3f}" for r in (values if isinstance(values, list) else [])[:20] if _finite(r))
+
     pairs = ab.get("pairs")
     return {"new": bool(ab.get("new_canary")), "pairs": pairs if isinstance(pairs, int) else 0,
             "base": commit(ab.get("base")), "head": commit(ab.get("head")), "stopped": str(ab.get("stopped") or ""),
-            "ratios": " ".join(f"{r:.3f}" for r in ratios[:20])}
+            "ratios": ratios("step_time"), "memory_ratios": ratios("memory")}
 
 
 # ------------------------------------------------------------------------------------- render

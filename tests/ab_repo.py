@@ -1,8 +1,9 @@
 """A real two-commit git repository for A/B tests, made from the example user repository.
 
-base commit: the example as shipped, its DPO canary shortened to 6 steps; head commit: the team's DPO
-trainer subclass does extra forward passes every step (diagnostics), and the package's version goes
-from 0.1.0 to 0.2.0.
+base commit: the example as shipped, its DPO canary shortened to 10 steps (2 of warmup, so each run's
+median step time has 8 steps); head commit: the team's DPO trainer subclass does extra forward passes
+every step (diagnostics), and the package's version goes from 0.1.0 to 0.2.0. With `same=True` (an A/A)
+the head commit edits only a line of the README: the code that runs is the base's.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import subprocess
 from pathlib import Path
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "user-repo"
-# Three extra forward passes a step (one per probe), so the change stands clear of this shared machine's
-# run-to-run swings: with one, a base run slowed by a neighbour measured as slow as the head.
+# Twelve extra forward passes a step (one per probe) make the head several times slower than the base:
+# a change that clear fails after the minimum of 3 pairs even when this shared machine's run-to-run
+# swings (15-35%) widen the interval over 3 pairs; with three, a slowed base run left it undecided.
+PROBES = 12
 EXTRA_FORWARD = ("        loss, outputs = super().compute_loss(",
                  "        with torch.no_grad():  # diagnostics: the same forward again, once per probe\n"
-                 "            for _probe in range(3):\n"
+                 f"            for _probe in range({PROBES}):\n"
                  "                super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)\n"
                  "        loss, outputs = super().compute_loss(")
 
@@ -27,19 +30,25 @@ def git(repo: Path, *args: str) -> str:
     return proc.stdout.strip()
 
 
-def make_repo(root: Path) -> tuple[str, str]:
-    """Build the repository at `root`; returns (base sha, head sha)."""
+def make_repo(root: Path, same: bool = False) -> tuple[str, str]:
+    """Build the repository at `root`; returns (base sha, head sha). `same`: the head changes only the README."""
     shutil.copytree(EXAMPLE, root)
     config = root / "canary" / "dpo.yaml"
     text = config.read_text()
-    for old, new in (("max_steps: 20", "max_steps: 6"), ("warmup_steps: 4", "warmup_steps: 2")):
+    for old, new in (("max_steps: 20", "max_steps: 10"), ("warmup_steps: 4", "warmup_steps: 2")):
         assert old in text, f"the example's canary/dpo.yaml changed: update {old!r}"
         text = text.replace(old, new)
     config.write_text(text)
+    readme = root / "README.md"
+    readme.write_text("# acme-rlhf\n\nOur RLHF trainers.\n")
     git(root, "init", "-q", "-b", "main")
     git(root, "add", ".")
     git(root, "commit", "-q", "-m", "base")
     base = git(root, "rev-parse", "HEAD")
+    if same:
+        readme.write_text("# acme-rlhf\n\nOur RLHF trainers, with a canary.\n")
+        git(root, "commit", "-q", "-am", "README: mention the canary")
+        return base, git(root, "rev-parse", "HEAD")
     trainer = root / "acme_rlhf" / "trainers.py"
     old, new = EXTRA_FORWARD
     assert old in trainer.read_text(), "the example's trainers.py changed: update EXTRA_FORWARD"
@@ -47,5 +56,5 @@ def make_repo(root: Path) -> tuple[str, str]:
     pyproject = root / "pyproject.toml"
     assert 'version = "0.1.0"' in pyproject.read_text()
     pyproject.write_text(pyproject.read_text().replace('version = "0.1.0"', 'version = "0.2.0"'))
-    git(root, "commit", "-q", "-am", "a diagnostics forward pass per step")
+    git(root, "commit", "-q", "-am", "diagnostics forward passes every step")
     return base, git(root, "rev-parse", "HEAD")
