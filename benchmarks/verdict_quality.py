@@ -1,30 +1,32 @@
-"""Verdict quality of `canary compare` on the embedded CPU canary: the false-alarm rate over A/A pairs
-and the detection rates of real, injected regressions (step-time slowdowns, a memory increase), at
-each tier's default thresholds.
+"""Verdict quality, stored baseline vs A/B on one runner, side by side in one run: the false-alarm
+rate over A/A decisions and the detection rates of real, injected regressions (step-time slowdowns,
+a memory increase), with each mode's time to a decision.
 
-Runs are trained one process each, as in CI, interleaved so that drift of the machine hits every kind
-alike: A0, [S1 for each slowdown, M1], A1, ..., An. A/A pairs are (A[i-1] baseline, A[i] current);
-injected pairs are (A[i-1] baseline, S[i] or M[i] current). Nothing in metrics.json is edited:
-- a slowdown run carries a TrainerCallback that sleeps, at the end of every step, SLOWDOWN x the time
-  that step took (the sleep lands in the next step's measured time), so every step really takes
-  ~(1 + SLOWDOWN) as long; the slowdown the canary measured is printed next to the rates;
-- a memory run allocates and touches MEMORY x its anonymous memory at the start of training and holds
-  it to the end, as a leak or a larger buffer would.
+The canary is a user tree (a folder with `canary.yaml`, the embedded DPO smoke config with one torch
+thread, and `inject.py`); a regression is a head tree whose config adds a TrainerCallback from
+inject.py, as a team's change to its own code would:
+- a slowdown sleeps, at the end of every step, FRACTION x the time the step took (the sleep lands in
+  the next step's measured time), so every step really takes ~(1 + FRACTION) as long;
+- a memory increase allocates and touches FRACTION x the process's anonymous memory at the start of
+  training and holds it to the end, as a leak or a larger buffer would.
+Nothing in metrics.json is edited.
 
-Before the pairs, CALIBRATION_RUNS more A runs feed `canary calibrate`'s measurement, and the pairs
-are judged again with those thresholds (row "calibrated"): thresholds fitted to this machine's noise.
+Stored mode: every run is `canary run` in a fresh interpreter, as a CI job would; a decision is
+`canary compare` of one head run against one base run (the stored baseline; the base run before it
+in time, which favours this mode), at each tier's default thresholds.
 
-Each run uses THREADS torch intra-op threads (default 1): a sleep parks OpenMP worker threads, and
-waking them inflates an injected 15% to ~35% with two threads; one thread keeps the injection honest
-and the timing robust when other processes share the machine.
+A/B mode: streams of real A/B pairs (ABBA, fresh forked processes, as `canary ab` runs them), one
+stream per kind. Each stream is cut into consecutive decisions exactly as `canary ab` would take
+them live: pairs are added one by one to the current decision and the same sequential rule
+(ab.decisions, ab.stop_state) says when it stops; the next decision starts with the next pair. Its
+time cost is its pairs' wall time plus the once-per-job start-up (the two fork servers and the two
+warm-up runs) measured at the start of the stream.
 
-    python benchmarks/verdict_quality.py [--config dpo_embedded] [--pairs 10] [--slowdown 0.10 0.15 0.20]
-                                         [--memory 0.20] [--steps 60] [--threads 1] [--calibration-runs 5]
-                                         [--json-out FILE]
+The rounds interleave everything (one pair of every unfinished stream, then one stored run) so that
+a drift of the machine hits both modes and every kind alike.
 
-A pair counts as a false alarm / a detection when the check for its kind fails (perf.step_time for
-slowdowns, memory.cpu_rss_anon_peak for memory); "fail or warn" is shown too. A/A pairs are scored
-on both checks.
+    python benchmarks/verdict_quality.py [--decisions 30] [--injected-decisions 10]
+                                         [--slowdown 0.10 0.15 0.20] [--memory 0.20] [--json-out FILE]
 """
 
 from __future__ import annotations
@@ -39,93 +41,137 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-TIERS = ("smoke", "perf", "nightly")
+
+INJECT = '''\
+import time
+
+from transformers import TrainerCallback
+
+FRACTION = {fraction}
 
 
-def slowdown_callback(fraction: float):
-    from transformers import TrainerCallback
+class Slowdown(TrainerCallback):
+    """Every step takes (1 + FRACTION) times as long: sleep in proportion to the step just taken."""
 
-    class Slowdown(TrainerCallback):
-        """Make every step take (1 + fraction) times as long, by sleeping in proportion to it."""
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.t_prev = time.perf_counter()
 
-        def __init__(self):
-            self.t_prev = None
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.t_prev = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            now = time.perf_counter()
-            if self.t_prev is not None:
-                time.sleep(fraction * (now - self.t_prev))
-            self.t_prev = time.perf_counter()
-
-    return Slowdown()
+    def on_step_end(self, args, state, control, **kwargs):
+        time.sleep(FRACTION * (time.perf_counter() - self.t_prev))
+        self.t_prev = time.perf_counter()
 
 
-def memory_callback(fraction: float):
-    from transformers import TrainerCallback
+class Ballast(TrainerCallback):
+    """Hold FRACTION x this process's anonymous memory from the start of training to its end."""
 
-    from canary_runner.collect.memory import rss_anon_mb
+    def on_train_begin(self, args, state, control, **kwargs):
+        from canary_runner.collect.memory import rss_anon_mb
 
-    class Ballast(TrainerCallback):
-        """Hold `fraction` x this process's anonymous memory from the start of training to its end."""
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.ballast = b"\x01" * int(fraction * rss_anon_mb() * 2**20)  # written, so resident
-
-    return Ballast()
+        self.ballast = b"\\x01" * int(FRACTION * rss_anon_mb() * 2**20)  # written, so resident
+'''
+CHECK_OF = {"time": ("perf.step_time", "step_time"), "memory": ("memory.cpu_rss_anon_peak", "memory")}
 
 
-def child(args) -> int:
-    """One run in this process: `--child OUT KIND FRACTION` (KIND: none, time or memory)."""
-    import warnings
-
-    warnings.simplefilter("ignore")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    from canary_runner.config import load_config
-    from canary_runner.runner import run
-
-    out, kind, fraction = args.child[0], args.child[1], float(args.child[2])
-    cfg = load_config(REPO / "configs" / f"{args.config}.yaml",
-                      [f"train.max_steps={args.steps}", "train.warmup_steps=5", *args.set])
-    callbacks = {"none": [], "time": [slowdown_callback(fraction)], "memory": [memory_callback(fraction)]}[kind]
-    _, code = run(cfg, Path(out), callbacks=callbacks)
-    return code
+def make_tree(root: Path, config: str, kind: str = "none", fraction: float = 0.0) -> Path:
+    root.mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "verdict-quality-tree"\nversion = "0"\n')
+    (root / "inject.py").write_text(INJECT.format(fraction=fraction))
+    cfg = yaml.safe_load((REPO / "configs" / f"{config}.yaml").read_text())
+    cfg["name"] = "verdict_quality"
+    cfg["train"]["cpu_threads"] = 1
+    if kind != "none":
+        cfg["trainer"] = {"callbacks": [{"time": "inject:Slowdown", "memory": "inject:Ballast"}[kind]]}
+    (root / "canary.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return root
 
 
-def train(args, out: Path, kind: str = "none", fraction: float = 0.0) -> Path:
-    cmd = [sys.executable, __file__, "--child", str(out), kind, str(fraction), "--config", args.config,
-           "--steps", str(args.steps), "--threads", str(args.threads)]
-    for s in args.set:
-        cmd += ["--set", s]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
-    return out
+def plain_run(tree: Path, out: Path) -> float:
+    """`canary run` in a fresh interpreter; returns its wall time."""
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "canary_runner.cli", "run", str(tree / "canary.yaml"), "-o", str(out),
+                    "--no-progress"], check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+class Stream:
+    """A/B pairs of one kind (base tree vs a head tree), cut into decisions as `canary ab` takes them."""
+
+    def __init__(self, label, kind, base_tree, head_tree, work, wanted, limits, min_pairs, max_pairs, alpha):
+        from canary_runner import ab
+
+        self.ab, self.label, self.kind, self.work, self.wanted = ab, label, kind, work, wanted
+        self.limits, self.min_pairs, self.max_pairs, self.alpha = limits, min_pairs, max_pairs, alpha
+        work.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        self.sides = {}
+        for name, tree in (("base", base_tree), ("head", head_tree)):
+            side = ab.Side(name, str(tree), tree, config=tree / "canary.yaml")
+            side.launcher = ab.Launcher(side, ["trl:DPOTrainer"], ab.fork_safe(), work / f"server-{name}.log")
+            self.sides[name] = side
+        for name, side in self.sides.items():  # the untimed warm-up `canary ab` runs once per side
+            self._run(name, work / "warmup" / name)
+        self.startup_s = time.perf_counter() - t
+        self.pairs = 0
+        self.current = {"base": [], "head": [], "seconds": 0.0}
+        self.decided: list[dict] = []
+
+    @property
+    def done(self) -> bool:
+        return len(self.decided) >= self.wanted
+
+    def _run(self, name: str, out: Path) -> dict:
+        from canary_runner import results
+
+        argv = ["run", str(self.sides[name].config), "-o", str(out), "--no-progress"]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        code = self.sides[name].launcher.run(argv, out.with_suffix(".log"))
+        record = results.load_metrics(out)
+        if code != 0 or record.get("status") != "completed":
+            raise RuntimeError(f"{self.label}: {out} exited {code}; see {out.with_suffix('.log')}")
+        return self.ab.run_statistics(record)
+
+    def pair(self) -> None:
+        t = time.perf_counter()
+        self.pairs += 1
+        n = len(self.current["base"]) + 1  # the pair number within the current decision: ABBA there
+        for name in (("base", "head") if n % 2 else ("head", "base")):
+            self.current[name].append(self._run(name, self.work / name / f"{self.pairs:03d}"))
+        self.current["seconds"] += time.perf_counter() - t
+        final = n >= self.max_pairs
+        args = (self.current["base"], self.current["head"], self.limits, self.alpha, self.min_pairs, self.max_pairs)
+        state = self.ab.stop_state(self.ab.decisions(*args, final), final)
+        if state:
+            decided = self.ab.decisions(*args, True)
+            self.decided.append({"pairs": n, "seconds": self.current["seconds"] + self.startup_s, "stop": state,
+                                 **{m: {"state": d["state"], "change": d["change"], "ci": d["ci"]}
+                                    for m, d in decided.items()}})
+            self.current = {"base": [], "head": [], "seconds": 0.0}
+
+    def close(self) -> None:
+        for side in self.sides.values():
+            side.launcher.close()
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="dpo_embedded")
-    parser.add_argument("--pairs", type=int, default=10, help="A/A pairs and pairs of each injected kind")
-    parser.add_argument("--slowdown", type=float, nargs="*", default=[0.10, 0.15, 0.20], help="step-time slowdowns")
-    parser.add_argument("--memory", type=float, nargs="*", default=[0.20], help="memory increases")
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run, 0 = torch's default")
-    parser.add_argument("--calibration-runs", type=int, default=5, help="A runs for calibrated thresholds (0: none)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--json-out", metavar="FILE", help="write the per-pair results as JSON")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--decisions", type=int, default=30, help="A/A decisions per mode")
+    parser.add_argument("--injected-decisions", type=int, default=10, help="decisions per injected regression and mode")
+    parser.add_argument("--slowdown", type=float, nargs="*", default=[0.10, 0.15, 0.20])
+    parser.add_argument("--memory", type=float, nargs="*", default=[0.20])
+    parser.add_argument("--pairs", type=int, default=10, help="A/B: the most pairs per decision (canary ab --pairs)")
+    parser.add_argument("--min-pairs", type=int, default=3)
+    parser.add_argument("--json-out", metavar="FILE")
     args = parser.parse_args(argv)
-    if args.child:
-        return child(args)
 
+    from canary_runner import ab
     from canary_runner.collect.env import fingerprint
     from canary_runner.compare import engine
     from canary_runner.compare.loading import load_side
@@ -133,70 +179,98 @@ def main(argv=None) -> int:
 
     fp = fingerprint()
     device = fp["gpu"]["name"] if fp["gpu"] else f"CPU {fp['cpu_model']} ({fp['cpu_count']} cores)"
-    injections = [(f"slowdown +{f:.0%}", "time", f) for f in args.slowdown] + \
-                 [(f"memory +{f:.0%}", "memory", f) for f in args.memory]
-    check_of = {"time": "perf.step_time", "memory": "memory.cpu_rss_anon_peak"}
-    print(f"verdict quality: {args.config}, {args.steps} steps (5 warmup), {args.pairs} A/A pairs and {args.pairs} pairs "
-          f"each of {', '.join(label for label, _, _ in injections)}, on {device}, "
-          f"threads={args.threads or 'torch default'}, {args.calibration_runs} calibration runs", flush=True)
+    kinds = [("A/A", "none", 0.0, args.decisions)] + \
+            [(f"slowdown +{f:.0%}", "time", f, args.injected_decisions) for f in args.slowdown] + \
+            [(f"memory +{f:.0%}", "memory", f, args.injected_decisions) for f in args.memory]
+    tiers = {t: resolve(t) for t in ("smoke", "perf", "nightly")}
+    limits = ab.ab_limits(tiers["smoke"])
+    print(f"verdict quality: {args.config} (cpu_threads 1) on {device}; {args.decisions} A/A and "
+          f"{args.injected_decisions} injected decisions of each kind per mode; A/B {args.min_pairs}-{args.pairs} "
+          f"pairs, limits {limits}", flush=True)
     t0 = time.perf_counter()
+    rows, times = [], {"stored": [], "ab": []}
     with tempfile.TemporaryDirectory(prefix="verdict-quality-") as tmp:
         root = Path(tmp)
-        calib = [train(args, root / f"C{i:02d}") for i in range(1, args.calibration_runs + 1)]
-        if calib:
-            print(f"  trained {len(calib)} calibration runs ({time.perf_counter() - t0:.0f} s)", flush=True)
-        a_runs = [train(args, root / "A00")]
-        injected = {label: [] for label, _, _ in injections}
-        for i in range(1, args.pairs + 1):
-            for j, (label, kind, fraction) in enumerate(injections):
-                injected[label].append(train(args, root / f"I{j}-{i:02d}", kind, fraction))
-            a_runs.append(train(args, root / f"A{i:02d}"))
-            print(f"  trained pair {i}/{args.pairs} ({time.perf_counter() - t0:.0f} s)", flush=True)
-        loaded = {p: load_side([p], "run") for p in a_runs + [p for runs in injected.values() for p in runs]}
-        judges = [(tier, resolve(tier)) for tier in TIERS]
-        if len(calib) >= 2:
-            from canary_runner.compare.calibrate import measure
-            from canary_runner.thresholds import parse_thresholds
-
-            fitted = {cid: lim for cid, lim, _ in measure(load_side(calib, "calibration"), 1.5, "smoke") if lim}
-            judges.append(("calibrated", resolve("smoke", file=parse_thresholds({"checks": fitted}, "calibrated"),
-                                                  file_source="calibrated")))
-        rows = []
-        kinds = [("A/A", "none", a_runs[1:])] + [(label, kind, injected[label]) for label, kind, _ in injections]
-        for tier, settings in judges:
-            for label, kind, currents in kinds:
-                for i, cur in enumerate(currents):
-                    doc = engine.compare(loaded[cur], loaded[a_runs[i]], settings)
+        base = make_tree(root / "trees" / "base", args.config)
+        # the A/A head is a second, identical tree: each side of a real A/B is its own checkout
+        trees = {label: make_tree(root / "trees" / f"head{i}", args.config, kind, fraction)
+                 for i, (label, kind, fraction, _n) in enumerate(kinds)}
+        # stored mode: a queue of plain runs, base runs interleaved with the heads they are compared to
+        stored_queue = []
+        for i in range(max(n for *_x, n in kinds) + 1):
+            stored_queue.append(("base", i))
+            stored_queue += [(label, i) for label, _k, _f, n in kinds if label != "A/A" and i < n]
+        stored_runs: dict[tuple, tuple[Path, float]] = {}
+        streams = [Stream(label, kind, base, trees[label], root / "ab" / f"s{i}", n, limits, args.min_pairs,
+                          args.pairs, 0.01) for i, (label, kind, _f, n) in enumerate(kinds)]
+        print(f"  A/B start-up (2 fork servers + 2 warm-ups) {statistics.median(s.startup_s for s in streams):.1f} s",
+              flush=True)
+        rounds = 0
+        while stored_queue or not all(s.done for s in streams):
+            rounds += 1
+            for s in streams:
+                if not s.done:
+                    s.pair()
+            for _ in range(2 if stored_queue else 0):
+                if stored_queue:
+                    label, i = stored_queue.pop(0)
+                    tree = base if label == "base" else trees[label]
+                    out = root / "stored" / f"{label.replace(' ', '_').replace('/', '')}-{i:03d}"
+                    stored_runs[(label, i)] = (out, plain_run(tree, out))
+            if rounds % 10 == 0:
+                print(f"  round {rounds} ({time.perf_counter() - t0:.0f} s): A/B decisions "
+                      + ", ".join(f"{s.label} {len(s.decided)}/{s.wanted}" for s in streams)
+                      + f"; stored runs left {len(stored_queue)}", flush=True)
+        for s in streams:
+            s.close()
+        # judge the stored pairs: head i (A/A: base i+1) against base i
+        for label, kind, _f, n in kinds:
+            for i in range(n):
+                cur_key = ("base", i + 1) if label == "A/A" else (label, i)
+                cur, secs = stored_runs[cur_key]
+                baseline = load_side([str(stored_runs[("base", i)][0])], "baseline")
+                current = load_side([str(cur)], "current")
+                times["stored"].append(secs)
+                for tier, settings in tiers.items():
+                    doc = engine.compare(current, baseline, settings)
                     by_id = {c["id"]: c for c in doc["checks"]}
-                    for check_id in ([check_of[kind]] if kind != "none" else check_of.values()):
-                        c = by_id[check_id]
-                        rows.append({"tier": tier, "kind": label, "check": check_id, "pair": i + 1,
-                                     "status": c["status"], "verdict": doc["verdict"], "change": c["change"],
-                                     "ci": c["ci"], "threshold": c["threshold"]})
-    print(f"trained {len(loaded) + len(calib)} runs in {time.perf_counter() - t0:.0f} s\n")
+                    for k in (CHECK_OF if kind == "none" else [kind]):
+                        c = by_id[CHECK_OF[k][0]]
+                        rows.append({"mode": "stored", "tier": tier, "kind": label, "check": k, "status": c["status"],
+                                     "change": c["change"], "seconds": secs})
+        for s in streams:
+            for d in s.decided[: s.wanted]:
+                times["ab"].append(d["seconds"])
+                for k in (CHECK_OF if s.kind == "none" else [s.kind]):
+                    m = CHECK_OF[k][1]
+                    status = {"fail": "fail", "pass": "pass", "unknown": "warn"}.get(d[m]["state"], "warn")
+                    rows.append({"mode": "ab", "tier": "smoke", "kind": s.label, "check": k, "status": status,
+                                 "change": d[m]["change"], "pairs": d["pairs"], "seconds": d["seconds"]})
+    print(f"done in {time.perf_counter() - t0:.0f} s\n")
 
-    def select(kind, tier, check):
-        return [r for r in rows if r["kind"] == kind and r["tier"] == tier and r["check"] == check]
+    def select(mode, tier, kind, check):
+        return [r for r in rows if (r["mode"], r["tier"], r["kind"], r["check"]) == (mode, tier, kind, check)]
 
-    def rate(sel, statuses):
-        return sum(r["status"] in statuses for r in sel) / len(sel)
-
-    for label, kind, _ in [("A/A", "none", 0)] + injections:
-        for check in ([check_of[kind]] if kind != "none" else check_of.values()):
-            ch = [r["change"] for r in select(label, "smoke", check) if isinstance(r["change"], (int, float))]
-            if ch:
-                print(f"measured {check} change, {label}: median {statistics.median(ch):+.1%} "
-                      f"(min {min(ch):+.1%}, max {max(ch):+.1%})")
-    print(f"\n{'pairs':<16} {'check':<25} {'tier':<10} {'threshold':>9}  {'fail':>5} {'fail or warn':>12}")
-    for label, kind, _ in [("A/A", "none", 0)] + injections:
-        for check in ([check_of[kind]] if kind != "none" else check_of.values()):
-            for tier in dict.fromkeys(r["tier"] for r in rows):
-                sel = select(label, tier, check)
-                thr = sel[0]["threshold"]
-                thr_text = f"{thr:.1%}" if isinstance(thr, float) and thr < 1 else f"{thr}"
-                print(f"{label:<16} {check:<25} {tier:<10} {thr_text:>9}  {rate(sel, ('fail',)):>5.0%} "
-                      f"{rate(sel, ('fail', 'warn')):>12.0%}")
-    print("(A/A rows are false-alarm rates; the others are detection rates)")
+    print(f"{'kind':<16} {'check':<10} {'mode':<14} {'n':>3} {'fail':>5} {'fail/warn':>9} {'pass':>5} "
+          f"{'median change':>13} {'median s':>8} {'pairs':>5}")
+    for label, kind, _f, _n in kinds:
+        for k in (CHECK_OF if kind == "none" else [kind]):
+            for mode, tier in [("stored", "smoke"), ("ab", "smoke"), ("stored", "perf"), ("stored", "nightly")]:
+                sel = select(mode, tier, label, k)
+                if not sel:
+                    continue
+                rate = lambda sts: sum(r["status"] in sts for r in sel) / len(sel)  # noqa: E731
+                ch = [r["change"] for r in sel if isinstance(r["change"], (int, float))]
+                pairs = [r["pairs"] for r in sel if "pairs" in r]
+                print(f"{label:<16} {k:<10} {mode + ' ' + tier:<14} {len(sel):>3} {rate(('fail',)):>5.0%} "
+                      f"{rate(('fail', 'warn')):>9.0%} {rate(('pass',)):>5.0%} "
+                      f"{(f'{statistics.median(ch):+.1%}' if ch else '-'):>13} "
+                      f"{statistics.median(r['seconds'] for r in sel):>8.1f} "
+                      f"{(f'{statistics.median(pairs):g}' if pairs else '-'):>5}")
+    print("(A/A rows: false alarms are `fail`; injected rows: detection is `fail`, flagged is `fail/warn`;"
+          " seconds: a decision's wall time, stored = one fresh `canary run` of the head)")
+    print(f"median time to a decision: stored {statistics.median(times['stored']):.1f} s, "
+          f"A/B {statistics.median(times['ab']):.1f} s")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"args": vars(args), "device": device, "rows": rows}, indent=1))
     return 0

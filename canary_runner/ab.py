@@ -185,6 +185,20 @@ def decisions(base: list[dict], head: list[dict], limits: dict[str, float], alph
     return out
 
 
+def stop_state(decided: dict[str, dict], final: bool) -> str | None:
+    """Why the loop stops after this pair, or None to run another: "failed" (clearly worse on some
+    metric: the verdict is settled whatever the others do), "decided" (every metric clearly within its
+    limit), "undecided" (no pair left, or no time)."""
+    states = [d["state"] for d in decided.values()]
+    if "fail" in states:
+        return "failed"
+    if all(s == "pass" for s in states):
+        return "decided"
+    if final or "continue" not in states:
+        return "undecided"
+    return None
+
+
 # -- the loop ---------------------------------------------------------------------------------------------
 
 
@@ -402,13 +416,8 @@ def run_ab(plan: Plan) -> tuple[dict, int]:
             history.append({"pair": pair, "elapsed_s": round(spent, 2),
                             **{m: {k: d[k] for k in ("state", "change", "ci")} for m, d in decided.items()}})
             _say(plan, f"pair {pair}: " + ", ".join(f"{m} {_fmt_decision(d)}" for m, d in decided.items()))
-            if any(d["state"] == "fail" for d in decided.values()):
-                state = "failed"  # the verdict is settled: clearly worse on at least one metric
-                break
-            if all(d["state"] == "pass" for d in decided.values()):
-                state = "decided"
-                break
-            if final or all(d["state"] != "continue" for d in decided.values()):
+            state = stop_state(decided, final) or state
+            if state != "continue":
                 break
         ab = {
             "mode": "ab", "new_canary": False, **_sides_info(sides),
