@@ -157,6 +157,15 @@ def test_bad_max_pairs_and_budget_stop_the_action_before_training(run_action, fa
     assert not fake.comments.get(PR_NUMBER)
 
 
+def test_max_pairs_and_budget_are_ignored_with_a_warning_without_ref(run_action, fake, seed_run):
+    # One workflow may pick ref:base for pull requests and a stored baseline elsewhere: not an error.
+    result = run_action(event_name="pull_request", event=pr_event(fake.repo),
+                        inputs={"metrics": str(seed_run), "baseline": "none", "max-pairs": "6", "budget": "300"})
+    assert result.returncode == 0, result.log[-4000:]
+    assert "max-pairs and budget limit the A/B loop of baseline ref:...; with baseline none they are ignored" \
+        in result.commands("warning"), result.commands("warning")
+
+
 def test_a_config_the_base_lacks_is_reported_as_a_new_canary(run_action, fake, tmp_path):
     base, _head = shallow_checkout(tmp_path, run_action.workspace)
     new = run_action.workspace / "canary" / "dpo_new.yaml"
