@@ -15,7 +15,7 @@ from .conftest import REPO, parse_output_file, pr_event
 
 def test_action_yml_declares_exactly_the_inputs_and_outputs_the_code_reads():
     meta = yaml.safe_load((REPO / "action.yml").read_text())
-    assert meta["runs"] == {"using": "docker", "image": "Dockerfile"}
+    assert meta["runs"] == {"using": "docker", "image": "docker://ghcr.io/org/rlhf-canary:1"}  # prebuilt, not built per job
     assert set(meta["inputs"]) == set(INPUT_DEFAULTS)
     for name, spec in meta["inputs"].items():
         expected = "${{ github.token }}" if name == "github-token" else INPUT_DEFAULTS[name]
