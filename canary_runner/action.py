@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import re
+import stat
 import subprocess
 import sys
 import time
@@ -1083,6 +1084,79 @@ def _leaves_workspace(path: Path) -> bool:
     return not written.resolve().is_relative_to(workspace.resolve())
 
 
+# ----------------------------------------------------------------------- workspace file modes
+# GitHub runs a container action as root, and the runner's own user (uid 1001 on hosted runners, any uid
+# on self-hosted ones) must afterwards read and delete what the action wrote into the workspace: the next
+# step uploads it, the next job's checkout cleans it. So the action runs with umask 0, and on its way out
+# opens up what it created that still has closed modes (mkstemp's 0600, write_atomic's 0644, mkdtemp's
+# 0700): directories rwx and files rw for everyone. What was there before is never touched, and no
+# symlink is followed: the walk goes by directory descriptors (os.fwalk) and changes modes through
+# descriptors opened with O_NOFOLLOW.
+
+
+def _workspace_to_open_up(env) -> Path | None:
+    """The workspace, when running as an action (GITHUB_WORKSPACE names a directory other than /)."""
+    raw = env.get("GITHUB_WORKSPACE")
+    if not raw or not os.path.isdir(raw) or os.path.realpath(raw) == "/":
+        return None
+    return Path(raw)
+
+
+def _snapshot(root: Path) -> set[tuple[str, int]]:
+    """Every entry under `root` by path and inode: a file replaced by a rename counts as a new file."""
+    seen = set()
+    for dirpath, dirnames, filenames, dirfd in os.fwalk(root, follow_symlinks=False, onerror=lambda e: None):
+        for name in dirnames + filenames:
+            try:
+                seen.add((os.path.join(dirpath, name), os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_ino))
+            except OSError:
+                pass
+    return seen
+
+
+def _opened_mode(mode: int) -> int:
+    """Directories rwx for all; files rw for all (x for all when the owner has x); no set-id bits."""
+    if stat.S_ISDIR(mode):
+        return stat.S_IMODE(mode) | 0o777
+    opened = (stat.S_IMODE(mode) & ~(stat.S_ISUID | stat.S_ISGID)) | 0o666
+    return opened | 0o111 if mode & stat.S_IXUSR else opened
+
+
+def _open_up(root: Path, before: set[tuple[str, int]]) -> int:
+    """Open up the modes of what was created under `root` since `before` (see above). Returns how many
+    entries could not be changed; never raises."""
+    failed = 0
+
+    def fix(fd: int, path: str) -> None:
+        nonlocal failed
+        st = os.fstat(fd)
+        if (path, st.st_ino) in before or not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+            return
+        mode = _opened_mode(st.st_mode)
+        if mode != stat.S_IMODE(st.st_mode):
+            try:
+                os.fchmod(fd, mode)
+            except OSError:
+                failed += 1
+
+    try:
+        for dirpath, _dirs, filenames, dirfd in os.fwalk(root, follow_symlinks=False, onerror=lambda e: None):
+            if dirpath != str(root):
+                fix(dirfd, dirpath)
+            for name in filenames:  # symlinks to files are listed here: O_NOFOLLOW refuses them
+                try:
+                    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=dirfd)
+                except OSError:  # a symlink (ELOOP), gone, or unreadable: not ours to open up
+                    continue
+                try:
+                    fix(fd, os.path.join(dirpath, name))
+                finally:
+                    os.close(fd)
+    except OSError:
+        failed += 1
+    return failed
+
+
 def _run_logged(cmd: list[str], env: dict[str, str], keep: int = 40) -> tuple[int, list[str]]:
     """Run `cmd`, logging each line of its output as data (never as a workflow command), with SIGTERM
     and SIGINT passed on. Returns the exit code and the last `keep` lines."""
@@ -1144,6 +1218,19 @@ def _setup_logging(token: str | None) -> None:
 def main(env=None) -> int:
     """The action's entry point (entrypoint.py). Returns the exit code."""
     env = os.environ if env is None else env
+    workspace = _workspace_to_open_up(env)
+    before = _snapshot(workspace) if workspace else set()
+    previous_umask = os.umask(0)  # children (pip, git, training) too: see "workspace file modes"
+    try:
+        return _main(env)
+    finally:
+        os.umask(previous_umask)
+        if workspace and _open_up(workspace, before):
+            print("::warning::rlhf-canary: some files it wrote in the workspace could not be made removable by "
+                  "the runner's user", flush=True)
+
+
+def _main(env) -> int:
     token = next((env[k] for k in TOKEN_INPUTS if env.get(k)), None)
     # Everything this process prints (logging, print, warnings, tracebacks, libraries) goes through
     # SafeStream; only Workflow writes commands, to the raw stdout.
