@@ -439,3 +439,25 @@ def test_bad_gpus_or_image_is_bad_input_and_runs_nothing(runners, fake, inputs, 
     assert words in error
     assert not [c for c in result.calls if c["argv"][1] == "run"] and not pwned.exists()
     assert not fake.requests
+
+
+# ------------------------------------------------------------------------------------------------ docs
+def test_readme_first_screen_shows_both_gpu_variants_and_the_image_v1_pulls():
+    first_screen = "\n".join((REPO / "README.md").read_text().splitlines()[:40])
+    assert "- uses: org/rlhf-canary@v1 " in first_screen and "- uses: org/rlhf-canary/gpu@v1 " in first_screen
+    assert f"`{published_image()}`" in first_screen and "@v1" in first_screen
+    assert "docs/gpu-runner.md" in first_screen
+
+
+def test_docs_follow_the_image_and_its_cuda():
+    """The GPU runner page names the image action.yml runs, the Dockerfile's CUDA base and the driver it needs."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    base = re.search(r"^FROM (\S+)", dockerfile, re.M)[1]
+    torch = re.search(r"^ARG TORCH_VERSION=(\S+)", dockerfile, re.M)[1]
+    page = (REPO / "docs" / "gpu-runner.md").read_text()
+    assert base.removeprefix("nvidia/cuda:") in page and torch in page
+    assert "driver >= 580" in dockerfile and "**580 or newer**" in page
+    for doc in ("README.md", "docs/action.md", "docs/gpu-runner.md"):
+        text = (REPO / doc).read_text()
+        assert published_image() in text, doc
+        assert "rlhf-canary:v1" not in text, f"{doc}: the image's tags are 1.2.3, 1.2 and 1 (no v)"
