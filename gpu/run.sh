@@ -27,7 +27,7 @@ gpus="${CANARY_GPUS:-}"
 if [[ ! $image =~ ^[A-Za-z0-9][A-Za-z0-9._/:@-]*$ ]]; then
     fail "the image input is not an image reference (e.g. ghcr.io/org/rlhf-canary:1 or ghcr.io/org/rlhf-canary@sha256:...)"
 fi
-if [[ ! $gpus =~ ^[A-Za-z0-9\",=._:-]+$ ]]; then
+if [[ ! $gpus =~ ^[A-Za-z0-9\"][A-Za-z0-9\",=._:-]*$ ]]; then  # no leading "-": never read as an option
     fail "the gpus input is not a docker --gpus value (all, a count such as 2, device=1, or '\"device=0,1\"')"
 fi
 for name in GITHUB_WORKSPACE GITHUB_OUTPUT GITHUB_EVENT_PATH RUNNER_TEMP; do

@@ -425,6 +425,8 @@ def test_hostile_input_values_reach_the_entrypoint_as_data(runners, fake, tmp_pa
     ({"gpus": "all; touch {pwned}"}, "the gpus input is not a docker --gpus value"),
     ({"gpus": "$(touch {pwned})"}, "the gpus input is not a docker --gpus value"),
     ({"gpus": ""}, "the gpus input is not a docker --gpus value"),
+    ({"gpus": "--privileged"}, "the gpus input is not a docker --gpus value"),
+    ({"image": "--privileged"}, "the image input is not an image reference"),
     ({"image": "ghcr.io/org/rlhf-canary:1 `touch {pwned}`"}, "the image input is not an image reference"),
     ({"image": "ghcr.io/org/rlhf-canary:1\n::error::x"}, "the image input is not an image reference"),
     ({"image": "ghcr.io/org/not-there:1"}, "could not pull ghcr.io/org/not-there:1"),
