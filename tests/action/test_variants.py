@@ -332,6 +332,7 @@ def test_container_and_composite_variants_give_the_same_result(runners, fake):
     b = composite.composite_action(event=event, inputs=inputs)
 
     assert a.returncode == b.returncode == 0, a.log + b.log
+    assert a.option("--gpus") == [] and b.option("--gpus") == ["all"]  # the runner's docker run has no --gpus
     assert a.outputs == b.outputs
     assert a.outputs["verdict"] in ("pass", "warn") and a.outputs["report-path"]
     assert timeless(a.summary) == timeless(b.summary) and "rlhf-canary" in a.summary
