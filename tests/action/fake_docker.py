@@ -1,6 +1,7 @@
 """A stand-in for the `docker` command, for running the action's image where no Docker engine exists.
 
-`install` puts a `docker` command first on PATH that calls `main([CONFIG.json, <docker arguments>])`. It understands what the action's two variants call:
+`install` writes a `docker` command (put its directory first on PATH) that calls
+`main([CONFIG.json, <docker arguments>])`. It understands what the action's two variants call:
 
   docker pull IMAGE                  recorded; exit 0 for an image CONFIG lists, unless the registry is down
   docker image inspect IMAGE         exit 0 when CONFIG lists IMAGE as already on the machine

@@ -30,7 +30,7 @@ import yaml
 
 from compare.conftest import make_record, write_record
 
-from .conftest import HEAD_SHA, MERGE_SHA, PR_NUMBER, REPO, ENTRYPOINT, parse_output_file, pr_event
+from .conftest import ENTRYPOINT, HEAD_SHA, MERGE_SHA, PR_NUMBER, REPO, parse_output_file, pr_event
 from .fake_docker import install
 
 ACTION = REPO / "action.yml"
@@ -99,7 +99,7 @@ class Runner:
         for d in (self.workspace, self.file_commands, self.workflow_dir, self.user_home):
             d.mkdir(parents=True, exist_ok=True)
         self.bin = root / "bin"
-        self.docker_log = install(self.bin, {
+        self.docker_config = {
             "log": str(root / "docker-calls.jsonl"),
             "python": sys.executable,
             "entrypoint": str(ENTRYPOINT),
@@ -108,8 +108,14 @@ class Runner:
             "image_env": {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1",
                           "NVIDIA_VISIBLE_DEVICES": "all", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                           "CANARY_CACHE_DIR": os.environ["CANARY_CACHE_DIR"], "TRL_EXPERIMENTAL_SILENCE": "1"},
-        })
+        }
+        self.docker_log = install(self.bin, self.docker_config)
         self.steps = 0
+
+    def docker(self, **changes) -> None:
+        """Change what the docker stand-in knows (images in the registry, images on this machine)."""
+        self.docker_config |= changes
+        install(self.bin, self.docker_config)
 
     # -- what the runner provides to every step -----------------------------------------------------------
     def job_env(self, event_name: str, event: dict) -> dict[str, str]:
@@ -207,7 +213,7 @@ class Runner:
         return self._result(proc, parse_output_file(Path(files["GITHUB_OUTPUT"]).read_text()), files, start)
 
     # -- the composite action: gpu/action.yml's run script --------------------------------------------------
-    def composite_action(self, *, event: dict, inputs: dict[str, str], host_env: dict[str, str] | None = None) -> Result:
+    def composite_action(self, *, event: dict, inputs: dict[str, str]) -> Result:
         meta = load(GPU_ACTION)
         (step,) = meta["runs"]["steps"]
         values = self.input_values(meta, inputs)
@@ -219,7 +225,6 @@ class Runner:
             "HOME": str(self.user_home),
             "LANG": "C.UTF-8",
             "HOST_ONLY_SECRET": "the runner machine's own variable",
-            **(host_env or {}),
             "CI": "true",
             "GITHUB_ACTIONS": "true",
             **self.job_env("pull_request", event),
@@ -393,9 +398,22 @@ def test_composite_docker_run_argv(runners, fake):
 @pytest.mark.parametrize("gpus", ["device=1", '"device=0,1"', "2"])
 def test_gpus_input_is_docker_run_gpus(runners, fake, gpus):
     runner = runners("composite")
-    result = runner.composite_action(event=pr_event(fake.repo), inputs={**finished_runs(runner.workspace), "gpus": gpus})
+    inputs = {**finished_runs(runner.workspace), "gpus": gpus}
+    result = runner.composite_action(event=pr_event(fake.repo), inputs=inputs)
     assert result.returncode == 0, result.log
     assert result.option("--gpus") == [gpus]
+
+
+def test_an_image_built_on_the_runner_runs_when_the_registry_has_none(runners, fake):
+    """A fork's local build (`docker build -t rlhf-canary:dev .`): the pull fails, the local copy runs."""
+    runner = runners("composite")
+    runner.docker(images=["rlhf-canary:dev"], local_images=["rlhf-canary:dev"], registry_reachable=False)
+    inputs = {**finished_runs(runner.workspace), "image": "rlhf-canary:dev"}
+    result = runner.composite_action(event=pr_event(fake.repo), inputs=inputs)
+    assert result.returncode == 0, result.log
+    assert [c["argv"][1] for c in result.calls] == ["pull", "image", "run"]
+    assert result.run_call["image"] == "rlhf-canary:dev"
+    assert "::warning title=rlhf-canary (GPU)::could not pull rlhf-canary:dev" in result.stdout
 
 
 # ------------------------------------------------------------------------------------ hostile inputs
