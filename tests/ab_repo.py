@@ -13,10 +13,13 @@ import subprocess
 from pathlib import Path
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "user-repo"
-# Twelve extra forward passes a step (one per probe) make the head several times slower than the base:
-# a change that clear fails after the minimum of 3 pairs even when this shared machine's run-to-run
-# swings (15-35%) widen the interval over 3 pairs; with three, a slowed base run left it undecided.
-PROBES = 12
+# Forty extra forward passes a step (one per probe) make the head about 20 times slower than the base.
+# The first look, at the minimum of 3 pairs, sees a t interval with 2 degrees of freedom, and on a shared
+# 2-core machine one base run (a fraction of a second) slowed by a neighbour moves a pair's log ratio by
+# 0.2-0.3: a change this clear still fails there in about 98 of 100 runs (by simulation of that noise),
+# where 12 probes (about 8 times slower) left 1 in 4 or 5 undecided until the fourth pair. More steps a
+# run did not help (a 32-step median swung as much as an 8-step one); only the size of the change does.
+PROBES = 40
 EXTRA_FORWARD = ("        loss, outputs = super().compute_loss(",
                  "        with torch.no_grad():  # diagnostics: the same forward again, once per probe\n"
                  f"            for _probe in range({PROBES}):\n"
