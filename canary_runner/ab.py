@@ -338,6 +338,8 @@ def run_ab(plan: Plan) -> tuple[dict, int]:
 
     if plan.min_pairs < 2 or plan.max_pairs < plan.min_pairs:
         raise ABError(f"--min-pairs {plan.min_pairs} / --pairs {plan.max_pairs}: need 2 <= min-pairs <= pairs")
+    if plan.budget_s is not None and not (math.isfinite(plan.budget_s) and plan.budget_s > 0):
+        raise ABError(f"--budget {plan.budget_s}: give a positive number of seconds, or leave it out for no limit")
     t0 = time.monotonic()
     out = plan.out.resolve()  # each side runs in its own tree: a relative path would land there
     out.mkdir(parents=True, exist_ok=True)

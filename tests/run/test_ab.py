@@ -32,6 +32,8 @@ def ab(*args, cwd) -> subprocess.CompletedProcess:
     (["--base", "no-such-branch"], "neither a directory nor a commit"),
     (["--base", "HEAD", "--min-pairs", "1"], "need 2 <= min-pairs <= pairs"),
     (["--base", "HEAD", "--set", "train.max_steps=-1"], "train.max_steps"),
+    (["--base", "HEAD", "--budget", "0"], "--budget 0.0: give a positive number of seconds"),
+    (["--base", "HEAD", "--budget", "nan"], "give a positive number of seconds"),
 ])
 def test_bad_input_is_exit_2_before_anything_runs(repo, tmp_path, args, said):
     out = tmp_path / "ab"
