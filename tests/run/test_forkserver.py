@@ -148,7 +148,9 @@ def test_a_stopped_ab_leaves_no_server_or_run_behind(tmp_path, sig):
     started = psutil.Process(proc.pid).children(recursive=True)
     assert any("-c" in p.cmdline() for p in started)  # the fork servers, and the warm-up run forked from one
     proc.send_signal(sig)
-    proc.communicate(timeout=60)
+    # Stopping waits for each server's run to record itself (a grace of 30 s per server at most): on a
+    # loaded 2-core machine that can take a while, so the bound here is generous.
+    proc.communicate(timeout=150)
     _gone, alive = psutil.wait_procs(started, timeout=60)
     left = [(p.pid, p.name()) for p in alive]
     for p in alive:
