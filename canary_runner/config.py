@@ -50,6 +50,9 @@ class ModelConfig(Strict):
     lora: LoraConfig | None = None
     quantization: Literal["4bit", "8bit"] | None = None
     trust_remote_code: bool = False
+    attn_implementation: str | None = Field(
+        None, description="transformers' attention implementation (eager, sdpa, flash_attention_2); default: "
+                          "the model's own choice.")
     init: str | None = Field(
         None, description="Import string of a callable (model, tokenizer) -> model, applied after loading "
                           "(attention implementation, kernels, custom heads).")

@@ -133,6 +133,8 @@ def peft_config(cfg: CanaryConfig):
 
 def model_init_kwargs(cfg: CanaryConfig) -> dict:
     kwargs: dict = {"dtype": "float32", "trust_remote_code": cfg.model.trust_remote_code}
+    if cfg.model.attn_implementation:
+        kwargs["attn_implementation"] = cfg.model.attn_implementation
     q = cfg.model.quantization
     if q is not None:
         try:
