@@ -78,6 +78,11 @@ def cmd_run(args) -> int:
                 progress.print_summary(e.record, e.where)
             return fail(str(e), EXIT_CRASHED)
     progress.print_summary(record, out)
+    if code == 0 and cfg.equivalence and not args.no_equivalence:
+        from . import equivalence, results
+
+        record["equivalence"] = equivalence.run_all(cfg, out)
+        results.write_json_atomic(out / "metrics.json", record)
     return code
 
 
@@ -94,7 +99,7 @@ def run_installed(args, path: Path, out: Path) -> int:
             print(f"canary: installed in an overlay environment: {userenv.describe(env.changed)}", file=sys.stderr)
             cmd = [str(env.python), "-m", "canary_runner.cli", "run", str(path), "-o", str(out),
                    *(f"--set={s}" for s in args.set or []), *(["--no-progress"] if args.no_progress else []),
-                   *(["--verbose"] if args.verbose else [])]
+                   *(["--verbose"] if args.verbose else []), *(["--no-equivalence"] if args.no_equivalence else [])]
             return run_forwarding_signals(cmd, env=env.env(os.environ))
     except userenv.InstallError as e:
         return fail(str(e))
@@ -151,6 +156,7 @@ EXTERNAL = [
     ("calibrate", "canary_runner.compare.calibrate", "run a config N times and write thresholds fitted to this machine's noise"),
     ("report", "canary_runner.report_cli", "render comparison.json as a PR comment, job summary, check output or markdown"),
     ("baseline", "canary_runner.baselines.cli", "pull, push or show baselines (path:, branch:, artifact:)"),
+    ("equivalence", "canary_runner.equivalence_cli", "run a config's equivalence classes: variants that must train identically"),
     ("exec", "canary_runner.exec.cli", "run your own training script as a canary: canary exec -o DIR -- python train.py"),
 ]
 
@@ -168,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "stack: pip arguments such as '-e .', '-r requirements.txt', 'trl==1.13.0' (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (still prints the summary)")
     p.add_argument("-v", "--verbose", action="store_true", help="show library warnings")
+    p.add_argument("--no-equivalence", action="store_true",
+                   help="skip the config's equivalence classes (they run after the canary by default)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("env", help="print the environment fingerprint")

@@ -199,6 +199,7 @@ def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_ste
 
     from .collect.collector import CanaryTimeout, StepCollector
     from .collect.env import fingerprint
+    from .collect.invariants import InvariantRecorder
     from .trainers import adapter
 
     import torch
@@ -209,7 +210,7 @@ def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_ste
     env = fingerprint()
     module = adapter(cfg.training_type)
     status, error, trainer = "completed", None, None
-    collector = None
+    collector = invariants = None
     train_t0 = None
     with _signals_raise() as signals:
         try:
@@ -221,6 +222,9 @@ def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_ste
                     derive=(lambda r: module.derive(r, cfg)) if hasattr(module, "derive") else None,
                 )
                 trainer = build_trainer(cfg, out_dir, collector, device)
+                invariants = InvariantRecorder(cfg.training_type)  # reference fingerprints, log-prob probe
+                invariants.attach(trainer)
+                trainer.add_callback(invariants)
                 for cb in callbacks:
                     trainer.add_callback(cb)
             except SetupError:
@@ -251,6 +255,8 @@ def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_ste
         signals["writing"] = True  # from here on the record is being written: no signal interrupts it
         torch.set_num_threads(threads_before)  # in-process callers (calibrate, tests) get theirs back
         record, steps = _finish(cfg, collector, status, error, config_path, env, started_at, t0, train_t0)
+        if invariants is not None:
+            record["invariants"] = invariants.result()
         try:
             results.write_json_atomic(out_dir / "metrics.json", record)
         except OSError as e:

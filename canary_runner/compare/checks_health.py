@@ -1259,15 +1259,21 @@ def first_clip_check(ctx: Context) -> Check:
         return chk.skip("no limit set (max)")
     chk.threshold, chk.threshold_kind = limit.max, "absolute"
     extra = "" if lv[0] == "pass" else ": the importance ratio is not 1 before any update"
+    if t == "grpo" and _grpo_ratio_is_one_by_construction(ctx.cur0):
+        extra += (" (vacuous here: with num_iterations x steps_per_generation dividing gradient_accumulation_steps "
+                  f"TRL computes no old log-probs and the ratio is exp(logp - logp.detach()) = 1; "
+                  f"invariant.{t}.logprob_mismatch carries this fact)")
     return cap_severity(chk.set(lv[0], lv[1] + extra), limit)
 
 
-def invariant_checks(ctx: Context) -> list[Check]:
-    t = ctx.training_type
-    if t == "dpo":
-        return [dpo_initial_loss_check(ctx)]
-    if t == "ppo":
-        return [ppo_first_minibatch_check(ctx)]
-    if t in ("grpo", "rloo"):
-        return [first_clip_check(ctx)]
-    return []
+def _grpo_ratio_is_one_by_construction(run: Run) -> bool:
+    """TRL 1.12 GRPOTrainer sets old_per_token_logps = None when gradient_accumulation_steps is a multiple
+    of steps_per_generation x num_iterations (without vLLM importance sampling): the ratio is then the
+    training log-probs against themselves. RLOOTrainer always computes them."""
+    extra = run.setting("grpo.extra_args", {}) or {}
+    accum = int(run.setting("train.gradient_accumulation_steps", 1) or 1)
+    every = int(extra.get("steps_per_generation") or accum) * int(extra.get("num_iterations") or 1)
+    return accum % every == 0 and not extra.get("use_vllm")
+
+
+# the set of invariants, in order: checks_invariants.invariant_checks

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 from .. import schemas
 from . import checks_ab, checks_health, checks_perf, checks_run, diagnosis
+from . import checks_invariants
 from .loading import Run, check_compatible, worst_status
 from .model import Check, Context
 from .settings import Settings
@@ -47,7 +48,7 @@ def compare(current: list[Run], baseline: list[Run], settings: Settings, ab: dic
     checks += checks_perf.distributed_checks(ctx)
     checks += checks_health.stability_checks(ctx)
     checks += checks_health.rl_checks(ctx)
-    checks += checks_health.invariant_checks(ctx)
+    checks += checks_invariants.invariant_checks(ctx)
     checks += checks_run.correctness_checks(ctx)
     if ab is not None and baseline:
         checks = [c for c in checks if not checks_ab.superseded(c.id)] + checks_ab.ab_checks(ctx, ab)
