@@ -603,8 +603,10 @@ def build_view(comparison: Mapping, *, run_url: str | None = None, artifact_url:
     current, baseline = _side_view(c["current"]), _side_view(c.get("baseline"))
     checks = [_check_view(ch) for ch in c.get("checks") or []]
     active = [ch for ch in checks if ch.get("status") != "skip"]
-    regression = _sort_checks(ch for ch in active if ch.get("category") not in HEALTH_CATEGORIES)
+    regression = _sort_checks(ch for ch in active if ch.get("category") not in HEALTH_CATEGORIES + ("equivalence",))
     health = _sort_checks(ch for ch in active if ch.get("category") in HEALTH_CATEGORIES)
+    equivalence = [_equivalence_row(ch) for ch in checks if ch.get("category") == "equivalence"]
+    judged = [ch for ch in active if ch.get("category") == "equivalence"]
     curves = c.get("curves") or {}
     charts = [ch for ch in (mermaid_chart(name, curves[name]) for name in chart_metrics(curves)) if ch]
     metrics = [{"name": k, **(v or {})} for k, v in sorted((c.get("metrics") or {}).items())]
@@ -624,8 +626,10 @@ def build_view(comparison: Mapping, *, run_url: str | None = None, artifact_url:
         "baseline": baseline,
         "counts": c["counts"],
         "total_checks": sum(c["counts"].values()),
-        "failed": [ch for ch in regression + health if ch.get("status") == "fail"],
-        "warned": [ch for ch in regression + health if ch.get("status") == "warn"],
+        "failed": [ch for ch in regression + health + judged if ch.get("status") == "fail"],
+        "warned": [ch for ch in regression + health + judged if ch.get("status") == "warn"],
+        "equivalence": equivalence,
+        "checked_alone": checked_alone(active),
         "regression": regression,
         "ci_label": ci_label(regression),
         "health": health,
@@ -644,6 +648,30 @@ def build_view(comparison: Mapping, *, run_url: str | None = None, artifact_url:
         "marker": Md(marker(current["config_name"])),
         "ab": _ab_view(c.get("ab")),
     }
+
+
+def _equivalence_row(check: Mapping) -> dict:
+    """One class's row, and for a class that parted, its two curves drawn together."""
+    details = check.get("details") or {}
+    row = {"name": check["id"].split(".", 1)[1], "status": check.get("status"), "reason": check.get("reason", ""),
+           "variants": " = ".join(details.get("variants") or []), "step": check.get("step"), "chart": None}
+    curves = details.get("curves")
+    if curves and len(curves.get("variants") or []) == 2:
+        a, b = curves["variants"]
+        chart = mermaid_chart(curves.get("metric", "loss"), {"baseline": a, "current": b})
+        if chart:
+            chart["legend"] = f"grey: {clean_text(a.get('label'), 60)} · red: {clean_text(b.get('label'), 60)}"
+            row["chart"] = chart
+    return row
+
+
+def checked_alone(active: Iterable[Mapping]) -> str:
+    """What was judged from the run itself (no baseline needed), in a few words."""
+    kinds = (("invariant", "invariant"), ("equivalence", "equivalence class"), ("stability", "stability check"),
+             ("rl_health", "RL health check"), ("correctness", "correctness check"))
+    counts = {label: sum(ch.get("category") == cat for ch in active) for cat, label in kinds}
+    return ", ".join(f"{n} {label}{'es' if n != 1 and label.endswith('class') else 's' if n != 1 else ''}"
+                     for label, n in counts.items() if n)
 
 
 def _ab_view(ab: Any) -> dict | None:
