@@ -67,7 +67,7 @@ KINDS = {
     "preference_weakened": "DPO / reward-model accuracy or margin dropped",
     "completion_length": "GRPO/RLOO completions got longer, shorter or more truncated",
     "rl_health": "another RL health check regressed",
-    "reference_mismatch": "the DPO loss at step 1 is not what an untrained policy gives",
+    "reference_mismatch": "at step 1 the policy is not the reference (or the scorer not untrained), or the reference changed",
     "logprob_mismatch": "sampling and training log-probabilities disagree before any update",
     "metric_missing": "a metric the baseline logged is missing from the current run",
     "divergence": "the curves leave the baseline's band",
@@ -864,6 +864,19 @@ class Diagnosis:
                                        if "rewards/margins" in c.details else []),
                          ["Check that the reference model is loaded from the same weights and dtype as the policy",
                           "Check dropout (train mode) and the loss_type/label smoothing"], [c])
+            elif c.id.endswith(".reference_frozen"):
+                self.add("reference_mismatch", "The reference model changed during training", [c.reason],
+                         ["Look for code that updates or reloads ref_model (an optimizer over its parameters, a "
+                          "sync_ref_model, a shared module between policy and reference)",
+                          "With LoRA: check that only adapter weights are trainable"], [c])
+            elif c.id.endswith((".initial_kl", ".initial_margin")):
+                self.add("reference_mismatch", "The policy and the reference disagree before any update", [c.reason],
+                         ["Check that the reference model is loaded from the same weights and dtype as the policy",
+                          "Check for a policy update before the first loss (weights changed after generation)"], [c])
+            elif c.id == "invariant.reward.initial_accuracy":
+                self.add("reference_mismatch", "The reward model does not start untrained", [c.reason],
+                         ["Check model.name: a trained reward checkpoint as the start separates pairs at step 1",
+                          "Check the collator: chosen and rejected must be scored on their own texts"], [c])
             else:
                 self.add("logprob_mismatch", "Sampling and training log-probabilities disagree before any update", [c.reason],
                          ["Check the temperature used to score the rollouts vs to sample them",

@@ -160,6 +160,7 @@ def test_reference_that_trains_fails_reference_frozen(broken):
     chk = checks["invariant.dpo.reference_frozen"]
     assert chk["status"] == "fail", chk["reason"]
     assert "layers.0." in chk["reason"] and "changed" in chk["reason"]
+    assert any(d["cause"] == "The reference model changed during training" for d in doc["diagnosis"])
     assert doc["verdict"] == "fail"
 
 
