@@ -319,8 +319,10 @@ class Launcher:
         server.stdout.close()
 
 
-def _run_once(plan: Plan, side: Side, out: Path, warmup: bool = False) -> tuple[int, dict | None]:
-    argv = ["run", str(side.config), "-o", str(out), "--no-progress", *(f"--set={s}" for s in plan.sets)]
+def _run_once(plan: Plan, side: Side, out: Path, warmup: bool = False,
+              equivalence: bool = False) -> tuple[int, dict | None]:
+    argv = ["run", str(side.config), "-o", str(out), "--no-progress", *(f"--set={s}" for s in plan.sets),
+            *([] if equivalence else ["--no-equivalence"])]
     out.parent.mkdir(parents=True, exist_ok=True)
     code = side.launcher.run(argv, out.with_suffix(".log"))
     try:
@@ -390,9 +392,13 @@ def run_ab(plan: Plan) -> tuple[dict, int]:
             side.launcher = Launcher(side, [TRAINER_CLASS[kind]] if kind in TRAINER_CLASS else [], use_fork,
                                      out / f"forkserver-{side.name}.log")
             stack.callback(side.launcher.close)
+        classes = None  # the head's equivalence classes run once, in its warm-up (they need no baseline)
         for side in sides.values():  # untimed: builds the caches and imports both sides use
             _say(plan, f"warm-up: {side.name} ({side.label})")
-            _run_once(plan, side, out / "warmup" / side.name, warmup=True)
+            _code, record = _run_once(plan, side, out / "warmup" / side.name, warmup=True,
+                                      equivalence=side.name == "head")
+            if side.name == "head" and record:
+                classes = record.get("equivalence")
         limits = ab_limits(_settings(plan, sides))
         stats: dict[str, list[dict]] = {"base": [], "head": []}
         history, crashed, state = [], None, "continue"
@@ -407,6 +413,8 @@ def run_ab(plan: Plan) -> tuple[dict, int]:
                 if record is None or record.get("status") != "completed":
                     crashed = (name, run_dir, code, record)
                     break
+                if name == "head" and classes and not side.runs:  # recorded with the head's first run
+                    results.write_json_atomic(run_dir / "metrics.json", {**record, "equivalence": classes})
                 side.runs.append(run_dir)
                 stats[name].append(run_statistics(record))
             if crashed:

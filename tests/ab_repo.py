@@ -33,14 +33,17 @@ def git(repo: Path, *args: str) -> str:
     return proc.stdout.strip()
 
 
-def make_repo(root: Path, same: bool = False) -> tuple[str, str]:
-    """Build the repository at `root`; returns (base sha, head sha). `same`: the head changes only the README."""
+def make_repo(root: Path, same: bool = False, classes: tuple[str, ...] = ()) -> tuple[str, str]:
+    """Build the repository at `root`; returns (base sha, head sha). `same`: the head changes only the README.
+    `classes`: equivalence classes the canary lists (on both commits)."""
     shutil.copytree(EXAMPLE, root)
     config = root / "canary" / "dpo.yaml"
     text = config.read_text()
     for old, new in (("max_steps: 20", "max_steps: 10"), ("warmup_steps: 4", "warmup_steps: 2")):
         assert old in text, f"the example's canary/dpo.yaml changed: update {old!r}"
         text = text.replace(old, new)
+    if classes:
+        text += f"equivalence: [{', '.join(classes)}]\n"
     config.write_text(text)
     readme = root / "README.md"
     readme.write_text("# acme-rlhf\n\nOur RLHF trainers.\n")

@@ -23,9 +23,9 @@ from canary_runner.action import InputError, read_inputs
 from .conftest import PR_NUMBER, pr_event
 
 
-def shallow_checkout(tmp_path, workspace, same: bool = False):
+def shallow_checkout(tmp_path, workspace, same: bool = False, classes: tuple[str, ...] = ()):
     origin = tmp_path / "origin"
-    base, head = make_repo(origin, same=same)
+    base, head = make_repo(origin, same=same, classes=classes)
     shutil.rmtree(workspace)
     git(tmp_path, "clone", "-q", "--depth", "1", f"file://{origin}", str(workspace))
     assert git(workspace, "rev-parse", "--is-shallow-repository") == "true"
@@ -87,8 +87,9 @@ def test_a_slower_head_fails_against_the_base_measured_in_the_same_job(run_actio
 
 
 def test_a_head_that_changes_no_code_passes_against_its_base(run_action, fake, tmp_path):
-    # A/A: the head commit edits a README line only; no install, so this stays cheap.
-    base, head = shallow_checkout(tmp_path, run_action.workspace, same=True)
+    # A/A: the head commit edits a README line only; no install, so this stays cheap. The canary lists an
+    # equivalence class: it runs once, in the head's untimed warm-up, never in the timed pairs.
+    base, head = shallow_checkout(tmp_path, run_action.workspace, same=True, classes=("attention",))
     result = run_action(event_name="pull_request", event=event_with_base(fake.repo, base),
                         inputs={"config": "canary/dpo.yaml", "baseline": "ref:base", "max-pairs": "4"}, timeout=600)
     assert result.returncode == 0, result.log[-4000:]
@@ -99,8 +100,13 @@ def test_a_head_that_changes_no_code_passes_against_its_base(run_action, fake, t
     assert status["perf.step_time"] in ("pass", "warn"), status  # undecided after 4 pairs is a warning, never a fail
     assert status["memory.peak"] == "pass", status
     assert not [i for i, s in status.items() if s == "fail"], status
+    assert status["equivalence.attention"] == "pass", status
     info = doc["ab"]
     assert (info["base"]["sha"], info["head"]["sha"], info["max_pairs"]) == (base, head, 4)
+    with_classes = [side for side in ("base", "head") for p in info["runs"][side]
+                    if "equivalence" in json.loads((Path(p) / "metrics.json").read_text())]
+    assert with_classes == ["head"], with_classes  # the warm-up's results, recorded with the head's first run
+    assert not list(Path(info["runs"]["head"][0]).glob("equivalence/*"))
     assert 3 <= info["pairs"] <= 4 and len(info["runs"]["base"]) == len(info["runs"]["head"]) == info["pairs"]
     assert info["stopped"] in ("stopped early after 3 pair(s) (the minimum): clearly within every limit",
                                "stopped after 4 pair(s): clearly within every limit",
