@@ -108,6 +108,21 @@ class DistributedConfig(Strict):
     strategy: Literal["ddp", "fsdp"] = "ddp"
 
 
+class HeldoutConfig(Strict):
+    """Held-out evaluation (canary_runner/heldout.py, docs/heldout.md): DPO/reward preference accuracy or
+    SFT loss on a set the canary never trains on, at step 0, every k steps and at the end."""
+
+    enabled: bool = True
+    dataset: str | None = Field(
+        None, description="A dataset name or path as dataset.name accepts. Default: the embedded held-out set "
+                          "for the training type (embedded:preference_heldout, embedded:sft_heldout) when the "
+                          "training dataset is embedded; else none (the evaluation is skipped, saying why).")
+    split: str = Field("test", description="The split of a Hub dataset (files and embedded sets have one).")
+    max_rows: int = Field(64, gt=0)
+    every: int | None = Field(None, gt=0, description="Also evaluate every k optimizer steps. Default: none in "
+                                                      "the smoke tier, train.max_steps // 4 in perf and nightly.")
+
+
 class SFTSection(Strict):
     packing: bool = False
     extra_args: dict[str, Any] = Field(default_factory=dict, description="Passed to trl.SFTConfig as is.")
@@ -204,6 +219,7 @@ class CanaryConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     trainer: TrainerHooks = Field(default_factory=TrainerHooks)
+    heldout: HeldoutConfig = Field(default_factory=HeldoutConfig)
     sft: SFTSection | None = None
     dpo: DPOSection | None = None
     ppo: PPOSection | None = None
@@ -225,6 +241,9 @@ class CanaryConfig(Strict):
             raise ValueError(
                 f"training_type is '{self.training_type}' but the config also has section(s) {others}; remove them"
             )
+        if self.training_type in ("ppo", "grpo", "rloo") and self.heldout.dataset is not None:
+            raise ValueError(f"heldout.dataset is set, but {self.training_type} has no held-out evaluation (it "
+                             "applies to sft, dpo and reward); remove heldout.dataset")
         if self.training_type == "ppo" and self.distributed.strategy == "fsdp" and self.distributed.nproc_per_node > 1:
             raise ValueError("distributed.strategy 'fsdp' is not supported by TRL's PPO trainer; use 'ddp'")
         return self

@@ -156,6 +156,7 @@ def _device(cfg: CanaryConfig):
 
 def build_trainer(cfg: CanaryConfig, out_dir: Path, collector, device=None):
     """Workload and TRL trainer for `cfg`, instrumented by `collector`. Bad input raises SetupError."""
+    from . import heldout
     from .plugins import PluginError
     from .trainers import adapter
     from .trainers.common import AdapterError, Workload
@@ -173,6 +174,7 @@ def build_trainer(cfg: CanaryConfig, out_dir: Path, collector, device=None):
                                        cfg.dataset.max_rows, cfg.dataset.format)
         w = Workload(cfg, tokenizer, dataset, Path(out_dir), use_cpu=device is None)
         trainer = adapter(cfg.training_type).build(w, collector)
+        heldout.attach(cfg, trainer, tokenizer, collector)
     except (sources.WorkloadError, AdapterError, PluginError) as e:
         raise SetupError(str(e)) from None
     # The collector reports progress; the Trainer's own printing of every log would flood CI logs.
@@ -255,6 +257,7 @@ def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_ste
         signals["writing"] = True  # from here on the record is being written: no signal interrupts it
         torch.set_num_threads(threads_before)  # in-process callers (calibrate, tests) get theirs back
         record, steps = _finish(cfg, collector, status, error, config_path, env, started_at, t0, train_t0)
+        record["heldout"] = _heldout_result(trainer)
         if invariants is not None:
             record["invariants"] = invariants.result()
         try:
@@ -267,6 +270,12 @@ def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_ste
                                f"steps.jsonl): the run {record['status']} after "
                                f"{record['run']['steps_completed']} step(s)", record, out_dir)
     return record, EXIT_OK if status == "completed" else EXIT_CRASHED
+
+
+def _heldout_result(trainer) -> dict | None:
+    from . import heldout
+
+    return heldout.result_of(trainer)
 
 
 def _how_it_ended(e: BaseException) -> tuple[str, dict]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+from contextlib import contextmanager
 import math
 import os
 import time
@@ -176,6 +177,20 @@ class StepCollector(TrainerCallback):
             return result
 
         setattr(obj, name, timed)
+
+    @contextmanager
+    def outside_steps(self):
+        """Work done between steps that belongs to none (the held-out evaluation): its time and its
+        CUDA peak are left out of the next step's record."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            if self.device is not None:
+                memory.cuda_peak_mb_and_reset(self.device)
+            if self._t_last is not None:
+                self._t_last += time.perf_counter() - t0
 
     def count_inputs_of(self, trainer) -> None:
         """Count the tokens of every prepared micro-batch the Trainer trains on."""

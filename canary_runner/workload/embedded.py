@@ -18,7 +18,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .make_data import DATA_DIR
+from .make_data import CORPUS, DATA_DIR
 
 SPEC_DIR = Path(__file__).parent / "specs"
 PREFIX = "embedded:"
@@ -87,7 +87,7 @@ def _build_once(target: Path):
 def _corpus() -> list[str]:
     """Every string in the shipped datasets, in a fixed order."""
     texts = []
-    for name in ("sft", "preference", "prompts"):
+    for name in ("sft", "preference", "prompts"):  # this order: the tokenizer's merges depend on it
         for line in (DATA_DIR / f"{name}.jsonl").read_text().splitlines():
             row = json.loads(line)
             for value in row.values():
@@ -101,7 +101,7 @@ def tokenizer_path(vocab_size: int = 512) -> Path:
     import transformers
 
     key = _digest(CHAT_TEMPLATE.encode(), str(vocab_size).encode(),
-                  *(p.read_bytes() for p in sorted(DATA_DIR.glob("*.jsonl"))),
+                  *((DATA_DIR / f"{name}.jsonl").read_bytes() for name in sorted(CORPUS)),
                   tokenizers.__version__.encode(), transformers.__version__.encode())
     target = cache_root() / "tokenizers" / f"bpe{vocab_size}-{key}"
     with _build_once(target) as tmp:

@@ -4,6 +4,10 @@ Small templated tasks (arithmetic, sorting, counting, reversing) give text with 
 model can start to learn, preference pairs whose chosen answer is right and rejected one wrong or
 off-format, and prompts whose completions the synthetic rewards can score. Seeded: the same bytes
 every time, which a test checks against the shipped files.
+
+The held-out sets (`*_heldout.jsonl`) come from the same templates under another seed, keeping only
+questions that no training row asks: a fixed set the canary never trains on, to see whether training
+learned the task's direction (canary_runner/heldout.py).
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from pathlib import Path
 DATA_DIR = Path(__file__).parent / "data"
 SEED = 1234
 ROWS = 384
+HELDOUT_SEED = 4321
+HELDOUT_ROWS = 64
+CORPUS = ("preference", "prompts", "sft")  # the training sets; the tokenizer is trained on these alone
 
 _WORDS = ("apple river stone cloud green quick silver lamp north paper tiger music orange "
           "window garden bridge candle forest rocket winter").split()
@@ -51,9 +58,12 @@ def _task(rng: random.Random) -> tuple[str, str, str]:
 
 def rows(seed: int = SEED, n: int = ROWS) -> dict[str, list[dict]]:
     rng = random.Random(seed)
+    return _as_rows([_task(rng) for _ in range(n)])
+
+
+def _as_rows(tasks: list[tuple[str, str, str]]) -> dict[str, list[dict]]:
     sft, pref, prompts = [], [], []
-    for _ in range(n):
-        q, right, wrong = _task(rng)
+    for q, right, wrong in tasks:
         sft.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": right}]})
         pref.append({
             "prompt": [{"role": "user", "content": q}],
@@ -64,10 +74,24 @@ def rows(seed: int = SEED, n: int = ROWS) -> dict[str, list[dict]]:
     return {"sft": sft, "preference": pref, "prompts": prompts}
 
 
+def heldout_rows(seed: int = HELDOUT_SEED, n: int = HELDOUT_ROWS) -> dict[str, list[dict]]:
+    """`n` tasks whose question no training row asks (nor an earlier held-out row). The letter-count
+    task has only 20 questions, all in the training set, so the held-out mix has none of it."""
+    seen = {row["prompt"][0]["content"] for row in rows()["prompts"]}
+    rng = random.Random(seed)
+    tasks = []
+    while len(tasks) < n:
+        task = _task(rng)
+        if task[0] not in seen:
+            seen.add(task[0])
+            tasks.append(task)
+    return {f"{kind}_heldout": items for kind, items in _as_rows(tasks).items() if kind != "prompts"}
+
+
 def write(data_dir: Path = DATA_DIR) -> list[Path]:
     data_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, items in rows().items():
+    for name, items in {**rows(), **heldout_rows()}.items():
         path = data_dir / f"{name}.jsonl"
         path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in items))
         paths.append(path)

@@ -86,7 +86,8 @@ def load_dataset(name: str | None, training_type: str, split: str = "train", max
     name = name or f"embedded:{kind}"
     try:
         if embedded.is_embedded(name):
-            file = DATA_DIR / f"{name.removeprefix(embedded.PREFIX)}.jsonl"
+            # embedded:preference-heldout and embedded:preference_heldout name the same file
+            file = DATA_DIR / f"{name.removeprefix(embedded.PREFIX).replace('-', '_')}.jsonl"
             if not file.is_file():
                 avail = ", ".join(f"embedded:{p.stem}" for p in sorted(DATA_DIR.glob("*.jsonl")))
                 raise WorkloadError(f"unknown embedded dataset '{name}'; available: {avail}")

@@ -27,10 +27,27 @@ def test_models_and_tokenizer_are_byte_identical_across_builds(tmp_path, monkeyp
 
 
 def test_shipped_datasets_match_their_generator(tmp_path):
-    make_data.write(tmp_path)
-    for path in sorted(make_data.DATA_DIR.glob("*.jsonl")):
+    written = {p.name for p in make_data.write(tmp_path)}
+    shipped = sorted(make_data.DATA_DIR.glob("*.jsonl"))
+    assert {p.name for p in shipped} == written == {"sft.jsonl", "preference.jsonl", "prompts.jsonl",
+                                                    "sft_heldout.jsonl", "preference_heldout.jsonl"}
+    for path in shipped:
         assert path.read_bytes() == (tmp_path / path.name).read_bytes(), path.name
-        assert len(path.read_text().splitlines()) == make_data.ROWS
+        rows = make_data.HELDOUT_ROWS if "heldout" in path.name else make_data.ROWS
+        assert len(path.read_text().splitlines()) == rows
+
+
+def test_heldout_sets_ask_no_training_question():
+    def questions(name):
+        rows = [json.loads(line) for line in (make_data.DATA_DIR / f"{name}.jsonl").read_text().splitlines()]
+        return [r["prompt"][0]["content"] if "prompt" in r else r["messages"][0]["content"] for r in rows]
+
+    train = set(questions("sft")) | set(questions("preference")) | set(questions("prompts"))
+    for name in ("sft_heldout", "preference_heldout"):
+        held = questions(name)
+        assert len(set(held)) == len(held) == make_data.HELDOUT_ROWS and not set(held) & train
+    assert len(sources.load_dataset("embedded:preference-heldout", "dpo")) == make_data.HELDOUT_ROWS
+    assert set(sources.load_dataset("embedded:sft_heldout", "sft").column_names) == {"messages"}
 
 
 def test_tokenizer_has_distinct_pad_and_eos_and_a_chat_template():
