@@ -22,6 +22,7 @@ import torch
 from transformers import TrainerCallback
 
 CHUNK = 1 << 24  # elements per piece when fingerprinting: bounds the int64 copy on large tensors
+PROBE_BYTES = 2 << 30  # the log-prob probe keeps one generation's logits: at most this much
 FIRST_CHANGED = 5  # changed tensors named in the record
 _INT_VIEW = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.uint8}
 
@@ -139,6 +140,9 @@ class InvariantRecorder(TrainerCallback):
         def generate(*args, **kwargs):
             if recorder._gen is not None:
                 return gen_orig(*args, **kwargs)
+            if not recorder._fits(kwargs, model):
+                recorder._gen = []
+                return gen_orig(*args, **kwargs)
             if kwargs.get("generation_config") is not None:  # a copy: TRL's own config stays as it is
                 kwargs["generation_config"] = copy.deepcopy(kwargs["generation_config"])
                 kwargs["generation_config"].output_logits = True
@@ -167,6 +171,20 @@ class InvariantRecorder(TrainerCallback):
         model.generate = generate
         trainer._get_per_token_logps_and_entropies = get_logps
         self._restore = [(model, "generate"), (trainer, "_get_per_token_logps_and_entropies")]
+
+    def _fits(self, kwargs, model) -> bool:
+        """generate returns every step's logits (rows x new tokens x vocab, fp32 here): skip the probe where
+        that would not fit comfortably (a large vocabulary and long completions)."""
+        cfg = kwargs.get("generation_config")
+        rows = kwargs["input_ids"].size(0) if "input_ids" in kwargs else 0
+        new = getattr(cfg, "max_new_tokens", None) or 0
+        vocab = getattr(getattr(model, "config", None), "vocab_size", None) or 0
+        size = rows * new * vocab * 4
+        if size > PROBE_BYTES:
+            self._probe_note = (f"the first generation's logits ({rows} x {new} x {vocab}, {size / 2**30:.1f} GiB) exceed "
+                                f"the probe's {PROBE_BYTES / 2**30:.0f} GiB: not probed")
+            return False
+        return True
 
     def _unpatch(self) -> None:
         for obj, name in self._restore:

@@ -178,6 +178,9 @@ def test_policy_nudged_after_generation_fails_logprob_mismatch_at_step_1(broken,
     chk = checks[f"invariant.{training_type}.logprob_mismatch"]
     assert chk["status"] == "fail" and chk["step"] == 1, chk["reason"]
     assert chk["current"] > 1e-3
+    clip = checks[f"invariant.{training_type}.first_clip"]["status"]
+    # GRPO computes no old log-probs here: its clip check cannot see the nudge; RLOO's can
+    assert clip == ("pass" if training_type == "grpo" else "fail")
     if training_type == "grpo":  # its KL is taken in the loss, after the nudge; RLOO's before it
         kl = checks["invariant.grpo.initial_kl"]
         assert kl["status"] == "fail" and kl["step"] == 1, kl["reason"]
