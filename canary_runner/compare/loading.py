@@ -17,7 +17,7 @@ from ..results import MetricsFileError, load_metrics
 
 STATUS_ORDER = ("completed", "interrupted", "timeout", "crashed")  # worst last
 # Config fields that change what a run is compared against, not what it computes.
-NON_TRAINING_CONFIG = ("thresholds", "description", "heldout")  # heldout: an evaluation beside training, not of it
+NON_TRAINING_CONFIG = ("thresholds", "description", "heldout", "equivalence")  # evaluations beside training, not of it
 
 
 # Metrics TRL / transformers log under another name in other versions (or in another trainer of the
