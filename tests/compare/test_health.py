@@ -139,9 +139,9 @@ def test_ppo_value_loss_explosion(compare, record_dir):
     assert r.check("rl.ppo.value_loss_explosion")["step"] == 20
 
 
-def grpo_series(n, reward_std, clipped=1.0, length=16.0, zero=0.0):
+def grpo_series(n, reward_std, clipped=1.0, length=16.0, zero=0.0):  # KL 0 at step 1: invariant.grpo.initial_kl
     return {"reward": [0.5] * n, "reward_std": reward_std, "frac_reward_zero_std": [zero] * n,
-            "kl": [0.001] * n, "clip_ratio/region_mean": [0.0] * n, "completions/mean_length": [length] * n,
+            "kl": [0.0] + [0.001] * (n - 1), "clip_ratio/region_mean": [0.0] * n, "completions/mean_length": [length] * n,
             "completions/clipped_ratio": [clipped] * n, "loss": [0.0] * n}
 
 
