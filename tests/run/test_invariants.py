@@ -20,7 +20,7 @@ SHORT = ["train.max_steps=4", "train.warmup_steps=1"]
 # A policy update before the first ratio is taken, and a reference that trains: the user's trainer.
 BROKEN = '''
 import torch
-from trl import DPOTrainer, GRPOTrainer, RLOOTrainer
+from trl import DPOTrainer, GRPOTrainer, RewardTrainer, RLOOTrainer
 from trl.experimental.ppo import PPOTrainer
 
 
@@ -85,6 +85,29 @@ class RefTrainedDPO(DPOTrainer):
                 if "layers.0." in name:
                     p.mul_(1.01)
         return loss
+
+
+class SameTextReward(RewardTrainer):
+    """A collator slip: the chosen texts are scored as the rejected ones too."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        half = inputs["input_ids"].size(0) // 2
+        for key in ("input_ids", "attention_mask"):
+            inputs[key] = torch.cat([inputs[key][:half], inputs[key][:half]])
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
+class LeakyReward(RewardTrainer):
+    """The preference leaks into the score: +1 on every chosen text."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        def leaky(**kwargs):
+            out = model(**kwargs)
+            chosen = torch.arange(out.logits.size(0), device=out.logits.device) < out.logits.size(0) // 2
+            out.logits = out.logits + chosen.to(out.logits.dtype).unsqueeze(-1)
+            return out
+
+        return super().compute_loss(leaky, inputs, return_outputs, num_items_in_batch)
 '''
 
 
@@ -108,11 +131,14 @@ def broken(tmp_path_factory):
     """The same configs with a broken trainer subclass from a user workspace."""
     ws = tmp_path_factory.mktemp("workspace")
     (ws / "broken_trainers.py").write_text(textwrap.dedent(BROKEN))
-    classes = {"dpo": "RefTrainedDPO", "ppo": "PerturbedPPO", "grpo": "NudgedGRPO", "rloo": "NudgedRLOO"}
+    classes = {"dpo": ("dpo", "RefTrainedDPO"), "ppo": ("ppo", "PerturbedPPO"), "grpo": ("grpo", "NudgedGRPO"),
+               "rloo": ("rloo", "NudgedRLOO"), "reward_tie": ("reward", "SameTextReward"),
+               "reward_leak": ("reward", "LeakyReward")}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sys, "path", list(sys.path))
         mp.setenv(plugins.WORKSPACE_ENV, str(ws))
-        out = {t: _run(t, ws / "runs" / t, [f"trainer.class=broken_trainers:{cls}"]) for t, cls in classes.items()}
+        out = {key: _run(t, ws / "runs" / key, [f"trainer.class=broken_trainers:{cls}"])
+               for key, (t, cls) in classes.items()}
         sys.modules.pop("broken_trainers", None)
     return out
 
@@ -185,4 +211,12 @@ def test_policy_nudged_after_generation_fails_logprob_mismatch_at_step_1(broken,
         kl = checks["invariant.grpo.initial_kl"]
         assert kl["status"] == "fail" and kl["step"] == 1, kl["reason"]
     assert checks[f"invariant.{training_type}.reference_frozen"]["status"] == "pass"
+    assert doc["verdict"] == "fail"
+
+
+@pytest.mark.parametrize("case, why", [("reward_tie", "every pair tied"), ("reward_leak", "already separates")])
+def test_reward_scorer_that_is_not_untrained_fails_at_step_1(broken, case, why):
+    _, doc, checks = broken[case]
+    chk = checks["invariant.reward.initial_accuracy"]
+    assert chk["status"] == "fail" and chk["step"] == 1 and why in chk["reason"], chk["reason"]
     assert doc["verdict"] == "fail"
