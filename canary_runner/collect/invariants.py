@@ -98,9 +98,15 @@ class InvariantRecorder(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if self.trainer is None or self._begin is not None:
             return
-        self._ref, self._ref_what = reference_params(self.trainer, self.training_type)
-        if self._ref is not None:
-            self._begin = fingerprint(self._ref)
+        try:
+            self._ref, self._ref_what = reference_params(self.trainer, self.training_type)
+            if self._ref is not None and not sum(p.numel() for p in self._ref.values()):
+                self._ref, self._ref_what = None, "the reference's parameters hold no values here (partitioned " \
+                                                  "across ranks, ZeRO-3, or on the meta device): not fingerprinted"
+            if self._ref is not None:
+                self._begin = fingerprint(self._ref)
+        except Exception as e:  # a probe must never break the run: say why the fact is missing
+            self._ref, self._ref_what = None, f"the reference could not be fingerprinted: {type(e).__name__}: {e}"
 
     def result(self) -> dict:
         self._unpatch()

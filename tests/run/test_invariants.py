@@ -220,3 +220,19 @@ def test_reward_scorer_that_is_not_untrained_fails_at_step_1(broken, case, why):
     chk = checks["invariant.reward.initial_accuracy"]
     assert chk["status"] == "fail" and chk["step"] == 1 and why in chk["reason"], chk["reason"]
     assert doc["verdict"] == "fail"
+
+
+def test_the_fingerprint_sees_a_one_ulp_change_and_a_swap():
+    import torch
+
+    from canary_runner.collect.invariants import tensor_fingerprint
+
+    w = torch.randn(4097, generator=torch.Generator().manual_seed(0))
+    assert tensor_fingerprint(w) == tensor_fingerprint(w.clone())
+    bumped = w.clone()
+    bumped[2048] = torch.nextafter(bumped[2048], torch.tensor(float("inf")))
+    assert tensor_fingerprint(bumped) != tensor_fingerprint(w)
+    swapped = w.clone()
+    swapped[[0, 1]] = swapped[[1, 0]]  # same values, same plain sum: the position weights tell them apart
+    assert tensor_fingerprint(swapped) != tensor_fingerprint(w)
+    assert tensor_fingerprint(w.bfloat16())[0] == 4097
