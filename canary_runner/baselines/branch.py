@@ -68,17 +68,18 @@ def _list_dir(client: GitHubClient, path: str, branch: str) -> list[dict]:
             and isinstance(e.get("path"), str)]
 
 
-def _read_raw(client: GitHubClient, path: str, branch: str) -> bytes:
-    """A file's bytes, at most MAX_METRICS_BYTES of them whatever the server sends."""
+def _read_raw(client: GitHubClient, path: str, branch: str, *, limit: int = MAX_METRICS_BYTES,
+              what: str = "a metrics.json") -> bytes:
+    """A file's bytes, at most `limit` of them whatever the server sends."""
     resp = client.request("GET", _contents(client, path), params={"ref": branch}, headers=RAW, stream=True)
     chunks: list[bytes] = []
     total = 0
     try:
         for chunk in resp.iter_content(chunk_size=1 << 16):
             total += len(chunk)
-            if total > MAX_METRICS_BYTES:
-                raise BaselineError(f"{path} on the baseline branch is larger than {size_text(MAX_METRICS_BYTES)}, "
-                                    "the most a metrics.json may be")
+            if total > limit:
+                raise BaselineError(f"{path} on the baseline branch is larger than {size_text(limit)}, "
+                                    f"the most {what} may be")
             chunks.append(chunk)
     except requests.RequestException as exc:
         raise BaselineError(f"reading {path} from the baseline branch broke off: {type(exc).__name__}") from None

@@ -3,6 +3,7 @@
     canary baseline pull branch:canary-baselines --metrics runs/current -o baseline/
     canary baseline push branch:canary-baselines runs/current          # needs a token
     canary baseline show branch:canary-baselines --config dpo_smoke
+    canary baseline history --baseline branch:canary-baselines --config dpo_smoke [--metric step_time_s]
 
 GitHub access: `--token` or $GITHUB_TOKEN (or $GH_TOKEN), `--repo` or $GITHUB_REPOSITORY, `--api-url` or
 $GITHUB_API_URL. Without a token, reads are anonymous (public repositories only). The token is never
@@ -17,10 +18,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from ..github.client import GitHubClient
 from .model import METRICS_FILE, BaselineError, BaselineLookup, parse_run, unfit_as_baseline
+from ..history.index import METRICS
 from .spec import ArtifactSpec, BaselineSpecError, BranchSpec, PathSpec, parse_baseline_spec
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILED = 0, 2, 3
@@ -58,8 +61,14 @@ def add_arguments(parser) -> None:
     p = sub.add_parser("push", help="store a run's metrics.json as the baseline (branch: or path:)")
     p.add_argument("source", help="branch:<name> or path:<dir>")
     p.add_argument("run", help="metrics.json or a run directory of `canary run`")
-    p.add_argument("--sha", help="commit the run measured (default: the run's git_sha, else $GITHUB_SHA)")
-    p.add_argument("--keep-history", type=int, default=10, metavar="N", help="history entries kept (default 10)")
+    p.add_argument("--sha", "--commit", dest="sha", help="commit the run measured (default: the run's git_sha, "
+                                                         "else $GITHUB_SHA, else `git rev-parse HEAD`)")
+    p.add_argument("--keep-history", type=int, default=10, metavar="N",
+                   help="full records (history/*.json) kept (default 10)")
+    p.add_argument("--history-max", type=int, default=1000, metavar="N",
+                   help="commits kept in the history index (default 1000)")
+    p.add_argument("--history-days", type=float, default=365, metavar="D",
+                   help="days of history kept in the index (default 365)")
     p.add_argument("--no-create-branch", action="store_true", help="fail instead of creating a missing branch")
     github_args(p)
 
@@ -70,10 +79,19 @@ def add_arguments(parser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     github_args(p)
 
+    p = sub.add_parser("history", help="print the history index of a config: one line per commit")
+    p.add_argument("--baseline", required=True, metavar="SPEC", help="path:<dir>, branch:<name> or artifact:<name>")
+    p.add_argument("--config", required=True, help="config name (run.config_name), e.g. dpo_smoke")
+    p.add_argument("--hardware", help="hardware key (default: the store's only one for the config)")
+    p.add_argument("--metric", choices=METRICS, help="print only this metric")
+    p.add_argument("--json", action="store_true", help="print the index as JSON")
+    github_args(p)
+
 
 def main(args) -> int:
     try:
-        return {"pull": _pull, "push": _push, "show": _show}[args.baseline_command](args)
+        return {"pull": _pull, "push": _push, "show": _show,
+                "history": _history}[args.baseline_command](args)
     except (UsageError, BaselineSpecError) as exc:
         return _fail(str(exc), EXIT_BAD_INPUT)
     except BaselineError as exc:
@@ -203,13 +221,23 @@ def _push(args) -> int:
     if isinstance(spec, ArtifactSpec):
         raise UsageError("artifact: baselines are written by uploading metrics.json with actions/upload-artifact "
                          f"under the name {spec.name!r} from a run on the default branch")
+    if args.history_max < 1 or args.history_days <= 0:
+        raise UsageError("--history-max must be at least 1 and --history-days more than 0")
+    from ..history.mergebase import head_commit
+
+    sha = (args.sha or (metrics.get("run") or {}).get("git_sha") or os.environ.get("GITHUB_SHA")
+           or head_commit(Path.cwd()))
     if isinstance(spec, PathSpec):
         from .local import write_path_baseline
 
-        dest = write_path_baseline(spec.path, raw, keep_history=args.keep_history)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        dest = write_path_baseline(spec.path, raw, keep_history=args.keep_history, timestamp=stamp, commit_sha=sha)
         print(f"baseline written to {dest}")
+        if sha:
+            _index_push(args, spec, metrics, sha, history_file(stamp, sha), dest.parent, None)
+        else:
+            print("note: no commit known (pass --sha): the history index was not updated", file=sys.stderr)
         return EXIT_OK
-    sha = args.sha or (metrics.get("run") or {}).get("git_sha") or os.environ.get("GITHUB_SHA")
     if not sha:
         raise UsageError("which commit does this baseline measure? pass --sha (the run has no git_sha)")
     client = _client(args, spec)
@@ -222,6 +250,9 @@ def _push(args) -> int:
     with client:
         result = write_branch_baseline(client, spec.branch, raw, commit_sha=sha, keep_history=args.keep_history,
                                        default_branch=args.default_branch, create_branch=not args.no_create_branch)
+        folder = result.path.rsplit("/", 1)[0]
+        _index_push(args, spec, metrics, sha, result.history_path[len(folder) + 1:], None,
+                    {t[len(folder) + 1:] for t in result.trimmed if t.startswith(folder + "/")}, client=client)
     notes = [f"created branch {result.branch!r}"] if result.created_branch else []
     if result.conflicts:
         notes.append(f"{result.conflicts} conflicting write(s) retried")
@@ -232,6 +263,80 @@ def _push(args) -> int:
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     return EXIT_OK
+
+
+def history_file(stamp: str, sha: str) -> str:
+    """The name write_*_baseline give the run's full record, relative to its <config>/<hardware> folder."""
+    from .model import HISTORY_DIR, path_segment
+
+    return f"{HISTORY_DIR}/{stamp}-{path_segment(str(sha)[:12])}.json"
+
+
+def _index_push(args, spec, metrics: dict, sha: str, file: str, folder: Path | None, trimmed: set[str] | None,
+                client=None) -> None:
+    """Add the pushed run to the history index (parent from git when the checkout has it)."""
+    from ..history import index as ix
+    from ..history.mergebase import parent_of
+    from ..history.store import record_baseline
+
+    if not ix.SHA.match(sha):
+        print(f"note: commit {sha[:40]!r} is not a hex sha: the history index was not updated", file=sys.stderr)
+        return
+    present = (lambda f: (folder / f).is_file()) if folder is not None else (lambda f: f not in (trimmed or set()))
+    idx = record_baseline(spec, metrics, sha=sha, parent=parent_of(sha, Path.cwd()), file=file,
+                          keep=args.history_max, max_age_days=args.history_days, present=present, client=client)
+    print(f"history index: {len(idx.entries)} commit(s) for {idx.config} on {idx.hardware_key}")
+
+
+# ------------------------------------------------------------------------------------------ history
+def _history(args) -> int:
+    from ..history import index as ix
+    from ..history.store import NoHistory, read_index
+
+    spec = parse_baseline_spec(args.baseline)
+    if spec.kind == "ref":
+        raise UsageError(f"{spec} keeps no history; give the store baselines are pushed to (branch:, path:, artifact:)")
+    for what, value in (("config name", args.config), ("hardware key", args.hardware)):
+        try:
+            if value is not None:
+                from .model import path_segment
+
+                path_segment(value)
+        except ValueError:
+            raise UsageError(f"{what} {value!r} cannot name a baseline (use e.g. dpo_smoke)") from None
+    client = _client(args, spec)
+    try:
+        idx = read_index(spec, args.config, args.hardware, client=client,
+                         default_branch=getattr(args, "default_branch", None))
+    except NoHistory as exc:
+        if args.json:
+            print(json.dumps({"config": args.config, "hardware_key": args.hardware, "found": False,
+                              "message": str(exc), "entries": [], "acks": []}, indent=1))
+        else:
+            print(f"canary baseline: {exc}", file=sys.stderr)
+        return EXIT_OK
+    finally:
+        if client:
+            client.close()
+    if args.json:
+        doc = {"found": True, **idx.to_json()}
+        if args.metric:
+            doc["metric"] = args.metric
+            doc["series"] = [{"sha": e.sha, "timestamp": e.timestamp, "value": v} for e, v in idx.series(args.metric)]
+        print(json.dumps(doc, indent=1))
+        return EXIT_OK
+    metrics = [args.metric] if args.metric else list(ix.METRICS)
+    print(f"{spec}  config {idx.config}  hardware {idx.hardware_key}  {len(idx.entries)} commit(s), oldest first")
+    print(f"  {'commit':<12} {'date':<20} " + " ".join(f"{m:>15}" for m in metrics))
+    for e in idx.entries:
+        cells = " ".join(f"{_fmt(e.values.get(m)):>15}" for m in metrics)
+        ack = "  (acknowledged)" if idx.acked(e.sha) else ""
+        print(f"  {e.sha[:12]:<12} {e.timestamp[:19]:<20} {cells}{ack}")
+    return EXIT_OK
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.6g}"
 
 
 # --------------------------------------------------------------------------------------------- show
