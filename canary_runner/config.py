@@ -208,6 +208,37 @@ class RLOOSection(GRPOSection):
     pass
 
 
+SHIPPED_EQUIVALENCE = ("grad_accumulation", "data_parallel", "attention", "padding", "resume", "lora_merge")
+
+
+class EquivalenceClass(Strict):
+    """Variants of the canary that must train identically (same seed, fp32, deterministic): their loss and
+    grad-norm curves must agree within `rtol`/`atol` at every step (torch.allclose's rule)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+    variants: list[dict[str, Any]] | None = Field(
+        None, description="Config overrides, one mapping of dotted keys per variant (`train.per_device_batch_size: "
+                          "4`), at least two. Omit for a shipped class.")
+    steps: int | None = Field(None, ge=2, le=1000, description="Optimizer steps per variant (default: "
+                                                                "train.max_steps, at most 8).")
+    metrics: list[str] = Field(default_factory=lambda: ["loss", "grad_norm"], min_length=1)
+    rtol: float = Field(1e-3, ge=0, description="Allowed difference relative to the larger of the two values.")
+    atol: float = Field(1e-5, ge=0, description="Allowed absolute difference on top of rtol (values near 0).")
+
+    @model_validator(mode="after")
+    def _shipped_or_declared(self):
+        if self.variants is None and self.name not in SHIPPED_EQUIVALENCE:
+            raise ValueError(f"'{self.name}' is not a shipped class ({', '.join(SHIPPED_EQUIVALENCE)}); give your "
+                             "own class `variants:` (a list of at least two mappings of config overrides)")
+        if self.variants is not None and len(self.variants) < 2:
+            raise ValueError(f"'{self.name}': `variants` needs at least two mappings of config overrides")
+        return self
+
+
+def _equivalence_entry(v):
+    return {"name": v} if isinstance(v, str) else v
+
+
 class CanaryConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
     training_type: TrainingType
@@ -228,6 +259,20 @@ class CanaryConfig(Strict):
     reward: RewardSection | None = None
     thresholds: Thresholds | None = Field(
         None, description="Inline per-check threshold overrides for `canary compare` (see canary_runner/thresholds.py).")
+    equivalence: list[EquivalenceClass] = Field(
+        default_factory=list, description="Equivalence classes run after the canary (`canary_runner/equivalence.py`): "
+                                          "a shipped class's name, or {name, variants, ...}.")
+
+    @field_validator("equivalence", mode="before")
+    @classmethod
+    def _names_are_classes(cls, v):
+        if isinstance(v, list):
+            v = [_equivalence_entry(x) for x in v]
+            names = [x.get("name") for x in v if isinstance(x, dict)]
+            dup = sorted({n for n in names if names.count(n) > 1 and n is not None})
+            if dup:
+                raise ValueError(f"class(es) {dup} listed more than once")
+        return v
 
     @model_validator(mode="after")
     def _section_matches_type(self):
@@ -359,9 +404,34 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> CanaryConfig:
     data.setdefault("name", path.stem)
     apply_overrides(data, list(overrides))
     try:
-        return CanaryConfig.model_validate(data)
+        cfg = CanaryConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format_validation_error(str(path), e)) from None
+    for i, cls in enumerate(cfg.equivalence):  # a bad variant is bad input now, not a crash after training
+        for j, variant in enumerate(cls.variants or []):
+            with_overrides(cfg, variant, f"{path}: equivalence[{i}] ({cls.name}) variants[{j}]")
+    return cfg
+
+
+def with_overrides(cfg: CanaryConfig, overrides: dict[str, Any], source: str) -> CanaryConfig:
+    """`cfg` with typed dotted-key overrides (`{"train.per_device_batch_size": 4}`), validated; no equivalence
+    classes of its own (a variant never runs classes). ConfigError names `source` and the problem."""
+    data = cfg.resolved()
+    data.pop("equivalence", None)
+    for key, value in overrides.items():
+        node, parts = data, str(key).split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"{source}: {key!r}: '{part}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    try:
+        return CanaryConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(source, e)) from None
 
 
 # ----------------------------------------------------------------------------- recorded configs

@@ -184,10 +184,11 @@ def build_trainer(cfg: CanaryConfig, out_dir: Path, collector, device=None):
 
 
 def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_step=None,
-        callbacks=()) -> tuple[dict, int]:
+        callbacks=(), resume_from: str | None = None) -> tuple[dict, int]:
     """Train the canary and write `out_dir/metrics.json`. Returns (record, exit code).
 
-    `callbacks` are extra TrainerCallbacks (benchmarks inject slowdowns, tests inject faults).
+    `callbacks` are extra TrainerCallbacks (benchmarks inject slowdowns, tests inject faults, the
+    equivalence classes stop and checkpoint); `resume_from` a Trainer checkpoint to resume from.
     """
     started_at, t0 = _now(), time.perf_counter()
     asked = Path(out_dir)
@@ -239,7 +240,7 @@ def run(cfg: CanaryConfig, out_dir: Path, config_path: str | None = None, on_ste
                 gc.collect()
                 gc.freeze()
             train_t0 = time.perf_counter()
-            trainer.train()
+            trainer.train(**({"resume_from_checkpoint": resume_from} if resume_from else {}))
             if collector.timed_out:
                 status = "timeout"
                 error = {"type": "Timeout", "message": f"stopped after train.timeout_s={cfg.train.timeout_s}s"}

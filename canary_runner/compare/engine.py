@@ -10,7 +10,7 @@ import statistics
 from datetime import datetime, timezone
 
 from .. import schemas
-from . import checks_ab, checks_health, checks_heldout, checks_perf, checks_run, diagnosis
+from . import checks_ab, checks_equivalence, checks_health, checks_heldout, checks_perf, checks_run, diagnosis
 from . import checks_invariants
 from .loading import Run, check_compatible, worst_status
 from .model import Check, Context
@@ -51,6 +51,7 @@ def compare(current: list[Run], baseline: list[Run], settings: Settings, ab: dic
     checks += checks_invariants.invariant_checks(ctx)
     checks += checks_run.correctness_checks(ctx)
     checks += checks_heldout.heldout_checks(ctx)
+    checks += checks_equivalence.equivalence_checks(ctx)
     if ab is not None and baseline:
         checks = [c for c in checks if not checks_ab.superseded(c.id)] + checks_ab.ab_checks(ctx, ab)
     if baseline and not ctx.same_hardware:
