@@ -158,6 +158,7 @@ EXTERNAL = [
     ("baseline", "canary_runner.baselines.cli", "pull, push or show baselines (path:, branch:, artifact:)"),
     ("equivalence", "canary_runner.equivalence_cli", "run a config's equivalence classes: variants that must train identically"),
     ("exec", "canary_runner.exec.cli", "run your own training script as a canary: canary exec -o DIR -- python train.py"),
+    ("history", "canary_runner.history.cli", "the history of main: trend page, change points, acknowledgements"),
 ]
 
 
