@@ -11,6 +11,7 @@ from importlib import import_module
 
 # (name, module, help)
 SUBCOMMANDS = [
+    ("analyze", "canary_runner.history.analyze_cli", "change points (steps and drift) per metric over main's history"),
     ("render", "canary_runner.history.trend_cli", "write the trend page (index.html) and a PNG per config"),
     ("ack", "canary_runner.history.trend_cli", "mark a commit's shift as intended (acknowledged)"),
     ("notify", "canary_runner.history.trend_cli", "open, update or close one GitHub issue per change point"),
