@@ -74,6 +74,7 @@ class FakeGitHub:
         self.artifacts: list[dict] = []
         self.artifact_zips: dict[int, bytes] = {}
         self.workflow_runs: dict[int, dict] = {}  # GET /actions/runs/{id}
+        self.commit_parents: dict[str, list[str]] = {}  # the repository's commit graph, for compare
         self.blob_base: str | None = None  # where artifact zips redirect to (another host)
         self.pulls: list[dict] = []
         self.requests: list[Recorded] = []
@@ -106,6 +107,7 @@ class FakeGitHub:
             ("GET", re.compile(rf"^{base}/actions/artifacts$"), self._list_artifacts),
             ("GET", re.compile(rf"^{base}/actions/artifacts/(\d+)/zip$"), self._download_artifact),
             ("GET", re.compile(rf"^{base}/actions/runs/(\d+)$"), self._get_workflow_run),
+            ("GET", re.compile(rf"^{base}/compare/([0-9a-f]+)\.\.\.([0-9a-f]+)$"), self._compare),
         ]
 
     # -- helpers for tests --------------------------------------------------------------------------
@@ -391,6 +393,59 @@ class FakeGitHub:
         del tree[path]
         self.refs[branch] = self._new_commit()
         return self._json({"content": None, "commit": {"sha": self.refs[branch]}})
+
+    # -- commits ------------------------------------------------------------------------------------
+    def add_commits(self, parents: dict[str, list[str]]) -> None:
+        """Commits of the repository (sha -> parent shas), e.g. from `git rev-list --parents`."""
+        self.commit_parents.update(parents)
+
+    def _ancestors(self, sha: str) -> set[str]:
+        seen, todo = set(), [sha]
+        while todo:
+            c = todo.pop()
+            if c not in seen:
+                seen.add(c)
+                todo += self.commit_parents.get(c, [])
+        return seen
+
+    def _commit_json(self, sha: str) -> dict:
+        url = f"{self.url}/repos/{self.repo}/commits/{sha}"
+        person = {"name": "Mona", "email": "mona@example.com", "date": "2025-01-01T00:00:00Z"}
+        return {"url": url, "sha": sha, "node_id": f"C_{sha[:10]}", "html_url": f"https://github.com/{self.repo}/commit/{sha}",
+                "comments_url": f"{url}/comments", "author": None, "committer": None,
+                "commit": {"url": url, "author": person, "committer": person, "message": sha[:7], "comment_count": 0,
+                           "tree": {"sha": "0" * 40, "url": url}},
+                "parents": [{"sha": p, "url": f"{self.url}/repos/{self.repo}/commits/{p}"}
+                            for p in self.commit_parents.get(sha, [])]}
+
+    def _compare(self, request: Request, _: Any, base: str, head: str) -> Response:
+        """GET compare/{base}...{head}: status, ahead/behind counts, the merge base and the commits
+        of head that base lacks (oldest first), computed from `commit_parents`."""
+        if "contents" in self.denied:
+            return self._json(FORBIDDEN, 403)
+        full = {}
+        for given in (base, head):
+            match = [c for c in self.commit_parents if c.startswith(given)]
+            if len(match) != 1:
+                return self._json({"message": f"No commit found for SHA: {given}"}, 404)
+            full[given] = match[0]
+        base, head = full[base], full[head]
+        a_base, a_head = self._ancestors(base), self._ancestors(head)
+        common = a_base & a_head
+        # The best common ancestor: one that no other common ancestor descends from.
+        best = [c for c in common if not any(c != o and c in self._ancestors(o) for o in common)]
+        ahead, behind = a_head - a_base, a_base - a_head
+        status = "identical" if base == head else "ahead" if not behind else "behind" if not ahead else "diverged"
+        order = sorted(ahead, key=lambda c: len(self._ancestors(c)))  # oldest first, as GitHub lists them
+        per_page = min(int(request.args.get("per_page", 250)), 250)
+        url = f"https://github.com/{self.repo}/compare/{base}...{head}"
+        return self._json({"url": f"{self.url}/repos/{self.repo}/compare/{base}...{head}", "html_url": url,
+                           "permalink_url": url, "diff_url": url + ".diff", "patch_url": url + ".patch",
+                           "base_commit": self._commit_json(base),
+                           "merge_base_commit": self._commit_json(sorted(best)[0]) if best else None,
+                           "status": status, "ahead_by": len(ahead), "behind_by": len(behind),
+                           "total_commits": len(ahead), "commits": [self._commit_json(c) for c in order[:per_page]],
+                           "files": []})
 
     # -- artifacts ----------------------------------------------------------------------------------
     def add_artifact(self, name: str, zip_bytes: bytes, *, head_branch: str, created_at: str,
