@@ -65,7 +65,7 @@ class FakeGitHub:
         self.app_endpoint_works = False  # GET /app: needs a JWT on github.com (401 for installation tokens)
         self.repo_id = 1
         self.default_branch = "main"
-        self.denied: set[str] = set()  # "checks", "comments", "statuses", "contents", "actions"
+        self.denied: set[str] = set()  # "checks", "comments", "statuses", "contents", "actions", "issues"
         self.comments: dict[int, list[dict]] = {}
         self.check_runs: dict[int, dict] = {}
         self.statuses: list[dict] = []
@@ -77,6 +77,7 @@ class FakeGitHub:
         self.commit_parents: dict[str, list[str]] = {}  # the repository's commit graph, for compare
         self.blob_base: str | None = None  # where artifact zips redirect to (another host)
         self.pulls: list[dict] = []
+        self.issues: list[dict] = []  # GET/POST /issues, PATCH /issues/{n} (pull requests are kept in `pulls`)
         self.requests: list[Recorded] = []
         self.invalid: list[RequestInvalid] = []
         self.faults: list[Fault] = []
@@ -89,6 +90,9 @@ class FakeGitHub:
             ("GET", re.compile(r"^/user$"), self._get_user),
             ("GET", re.compile(r"^/app$"), self._get_app),
             ("GET", re.compile(rf"^{base}$"), self._get_repo),
+            ("GET", re.compile(rf"^{base}/issues$"), self._list_issues),
+            ("POST", re.compile(rf"^{base}/issues$"), self._create_issue),
+            ("PATCH", re.compile(rf"^{base}/issues/(\d+)$"), self._update_issue),
             ("GET", re.compile(rf"^{base}/issues/(\d+)/comments$"), self._list_comments),
             ("POST", re.compile(rf"^{base}/issues/(\d+)/comments$"), self._create_comment),
             ("PATCH", re.compile(rf"^{base}/issues/comments/(\d+)$"), self._update_comment),
@@ -246,6 +250,58 @@ class FakeGitHub:
                 c["updated_at"] = "2025-01-02T00:00:00Z"
                 return self._json(c)
         return self._json({"message": "Not Found"}, 404)
+
+    # -- issues -------------------------------------------------------------------------------------
+    def add_issue(self, title: str, body: str, *, labels: tuple[str, ...] = (), state: str = "open",
+                  login: str | None = None) -> dict:
+        number = max([i["number"] for i in self.issues] + [p["number"] for p in self.pulls] + [0]) + 1
+        iid = next(self._ids)
+        issue = {"id": iid, "node_id": f"I_{iid}", "number": number, "title": title, "body": body,
+                 "state": state, "state_reason": None, "locked": False, "comments": 0,
+                 "labels": [{"id": hash(n) % 10_000, "name": n, "color": "ededed", "default": False} for n in labels],
+                 "html_url": f"https://github.com/{self.repo}/issues/{number}",
+                 "url": f"{self.url}/repos/{self.repo}/issues/{number}",
+                 "user": {"login": login or self.login, "id": 1, "type": "Bot"},
+                 "created_at": "2025-01-01T00:00:00Z", "updated_at": "2025-01-01T00:00:00Z", "closed_at": None,
+                 "author_association": "NONE"}
+        self.issues.append(issue)
+        return issue
+
+    def _list_issues(self, request: Request, _: Any) -> Response:
+        if "issues" in self.denied:
+            return self._json(FORBIDDEN, 403)
+        state = request.args.get("state", "open")
+        wanted = [n for n in request.args.get("labels", "").split(",") if n]
+        found = [i for i in self.issues if (state == "all" or i["state"] == state)
+                 and all(any(lab["name"] == n for lab in i["labels"]) for n in wanted)]
+        # GitHub lists pull requests among issues (with a `pull_request` key); callers must skip them.
+        found += [{**p, "labels": [], "pull_request": {"url": p.get("url", "")}} for p in self.pulls
+                  if state in ("all", p.get("state", "open")) and not wanted]
+        chunk, headers = self._page(request, sorted(found, key=lambda i: -i["number"]))  # newest first
+        return self._json(chunk, 200, headers)
+
+    def _create_issue(self, request: Request, payload: Any) -> Response:
+        if "issues" in self.denied:
+            return self._json(FORBIDDEN, 403)
+        if len(payload.get("body") or "") > 65536:
+            return self._json({"message": "Validation Failed", "errors": [{"field": "body", "code": "custom"}]}, 422)
+        labels = tuple(lab if isinstance(lab, str) else lab["name"] for lab in payload.get("labels", []))
+        return self._json(self.add_issue(str(payload["title"]), payload.get("body") or "", labels=labels), 201)
+
+    def _update_issue(self, request: Request, payload: Any, number: str) -> Response:
+        if "issues" in self.denied:
+            return self._json(FORBIDDEN, 403)
+        issue = next((i for i in self.issues if i["number"] == int(number)), None)
+        if issue is None:
+            return self._json({"message": "Not Found"}, 404)
+        for key in ("title", "body", "state", "state_reason"):
+            if key in payload:
+                issue[key] = payload[key]
+        if "labels" in payload:
+            issue["labels"] = [{"id": 1, "name": n, "color": "ededed", "default": False} for n in payload["labels"]]
+        issue["closed_at"] = "2025-01-02T00:00:00Z" if issue["state"] == "closed" else None
+        issue["updated_at"] = "2025-01-02T00:00:00Z"
+        return self._json(issue)
 
     # -- checks and statuses ------------------------------------------------------------------------
     def _check_json(self, run: dict) -> dict:
