@@ -13,7 +13,7 @@ How (docs/history.md, "Change points", has the measurements behind each number):
    penalty PENALTY_PER_LOG_N * log(n) per boundary, calibrated on pure noise to a false-positive rate.
 4. Consecutive boundaries in one direction are one transition. Over the window around it two shapes are
    fitted by least squares: the steps at the boundaries found, and one ramp (flat, a straight line over
-   >= 2 commits, flat); the ramp wins by BIC (known unit variance: SSE + parameters * log m). A ramp is
+   >= MIN_RAMP commits, flat); the ramp wins by BIC (known unit variance: SSE + parameters * log m). A ramp is
    *drift* (reported from its first to its last moved commit), otherwise each boundary is a *step*.
 5. A change is reported when its p-value is below `alpha` and its size at least `min_change` of the level.
    significance is a two-sided p-value: steps, Welch's t-test of the segment before against the segment
@@ -37,6 +37,7 @@ from .index import METRICS, Index
 PENALTY_PER_LOG_N = 4.0
 NOISE_FLOOR = 0.002      # relative: below 0.2% of the level, differences are treated as noise-free
 MIN_SIZE = 2             # a segment has >= 2 commits: one outlier run is not a change point
+MIN_RAMP = 3             # drift moves >= 3 commits: a ramp over 2 is a step with one noisy point
 DEFAULT_ALPHA = 0.01
 DEFAULT_MIN_CHANGE = 0.01
 
@@ -114,15 +115,15 @@ def _sse_steps(z: np.ndarray, cuts: list[int]) -> float:
 
 def best_ramp(z: np.ndarray) -> tuple[float, int, int]:
     """The flat-ramp-flat shape fitted best (least squares, level and height free): (SSE, t1, t2), where
-    t1 is the last point at the old level and t2 the first at the new one, t2 - t1 >= 2."""
+    t1 is the last point at the old level and t2 the first at the new one, t2 - t1 >= MIN_RAMP."""
     m = len(z)
     t = np.arange(m, dtype=float)
     best = (math.inf, 0, m - 1)
     zc = z - z.mean()
     total = float((zc ** 2).sum())
     stride = max(1, m // 60)  # long windows: a coarser grid keeps this O(3600) fits
-    for t1 in range(0, m - 2, stride):
-        for t2 in range(t1 + 2, m, stride):
+    for t1 in range(0, m - MIN_RAMP, stride):
+        for t2 in range(t1 + MIN_RAMP, m, stride):
             g = np.clip((t - t1) / (t2 - t1), 0.0, 1.0)
             gc = g - g.mean()
             sgg = float((gc ** 2).sum())
@@ -178,7 +179,7 @@ def detect_series(x: np.ndarray, settings: Settings | None = None) -> list[dict]
         w = z[lo:hi]
         m = len(w)
         bic_steps = _sse_steps(w, [c - lo for c in g]) + (2 * len(g) + 1) * math.log(m)
-        sse_r, t1, t2 = best_ramp(w) if m >= 3 else (math.inf, 0, 0)
+        sse_r, t1, t2 = best_ramp(w) if m > MIN_RAMP else (math.inf, 0, 0)
         if sse_r + 4 * math.log(m) < bic_steps:
             before, after = x[lo:lo + t1 + 1], x[lo + t2:hi]
             found.append({"kind": "drift", "start": lo + t1 + 1, "end": lo + t2, "before": float(before.mean()),
