@@ -99,3 +99,34 @@ def parse_accept_event(event: dict) -> AcceptRequest:
     cid = comment.get("id")
     return AcceptRequest(pr_number=number, login=login, reason=reason, metric=metric,
                          comment_id=cid if isinstance(cid, int) else None)
+
+
+def pending(index: Index) -> list[Ack]:
+    """Acks for commits the index has no entry for: a `/canary accept` on a pull request names the PR's
+    head commit, and main gets another commit when the PR is squashed, rebased or merged."""
+    shas = [e.sha for e in index.entries]
+    return [a for a in index.acks if FULL_SHA.match(a.sha)
+            and not any(s.startswith(a.sha) or a.sha.startswith(s) for s in shas)]
+
+
+def merged_commits(client, acks: list[Ack]) -> dict[str, str]:
+    """{PR head sha: the commit its merge made on the default branch} for the acks whose pull request
+    has been merged (GitHub's `merge_commit_sha`: the squash, rebase or merge commit)."""
+    out: dict[str, str] = {}
+    for ack in acks:
+        for pr in client.paginate(client.repo_path(f"commits/{ack.sha}/pulls")):
+            merge = (pr or {}).get("merge_commit_sha") if isinstance(pr, dict) else None
+            if pr.get("merged_at") and isinstance(merge, str) and FULL_SHA.match(merge):
+                out[ack.sha] = merge
+                break
+    return out
+
+
+def move_acks(index: Index, moves: dict[str, str]) -> int:
+    """Re-point acks from PR head commits to their merge commits on main; returns how many moved."""
+    moved = 0
+    for ack in index.acks:
+        if ack.sha in moves:
+            ack.sha = moves[ack.sha]
+            moved += 1
+    return moved

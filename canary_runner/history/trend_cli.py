@@ -254,7 +254,9 @@ def _notify(args) -> int:
 
     spec = _spec(args.baseline)
     client = _client(args, spec, need=True)
-    index = _read(spec, args.config, args.hardware, client if spec.kind != "path" else None)
+    store_client = client if spec.kind != "path" else None
+    index = _read(spec, args.config, args.hardware, store_client)
+    index = _settle_pr_acks(spec, index, client, store_client)
     given = _load_change_points(args.change_points)
     points = change_points(index, given.get(args.config, []) if given is not None else None)
     try:
@@ -265,6 +267,29 @@ def _notify(args) -> int:
     for d in done:
         print(f"  issue #{d.number} {d.action}: {d.metric} at {d.commit[:12]}")
     return EXIT_OK
+
+
+def _settle_pr_acks(spec, index, client, store_client):
+    """Acks recorded for a PR's head commit (`/canary accept`) move to the commit the PR's merge made on
+    main, once merged, so the detector and the page find them on main's history."""
+    from ..github.client import GitHubError
+    from .acks import merged_commits, move_acks, pending
+
+    waiting = pending(index)
+    if not waiting:
+        return index
+    try:
+        moves = merged_commits(client, waiting)
+    except GitHubError as exc:
+        _say(f"warning: cannot look up the pull requests of {len(waiting)} acknowledgement(s): {exc}")
+        return index
+    if not moves or spec.kind == "artifact":
+        return index
+    index = _write(spec, index, lambda idx: move_acks(idx, moves), store_client,
+                   f"canary history: acks of merged pull requests moved to main for {index.config} [skip ci]")
+    for head, merge in moves.items():
+        print(f"acknowledgement of {head[:12]} moved to its merge commit {merge[:12]}")
+    return index
 
 
 # ------------------------------------------------------------------------------------------- accept

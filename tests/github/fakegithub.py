@@ -275,8 +275,9 @@ class FakeGitHub:
         found = [i for i in self.issues if (state == "all" or i["state"] == state)
                  and all(any(lab["name"] == n for lab in i["labels"]) for n in wanted)]
         # GitHub lists pull requests among issues (with a `pull_request` key); callers must skip them.
-        found += [{**p, "labels": [], "pull_request": {"url": p.get("url", "")}} for p in self.pulls
-                  if state in ("all", p.get("state", "open")) and not wanted]
+        found += [{**p, "labels": p.get("labels", []), "pull_request": {"url": p.get("url", "")}} for p in self.pulls
+                  if state in ("all", p.get("state", "open"))
+                  and all(any(lab["name"] == n for lab in p.get("labels", [])) for n in wanted)]
         chunk, headers = self._page(request, sorted(found, key=lambda i: -i["number"]))  # newest first
         return self._json(chunk, 200, headers)
 

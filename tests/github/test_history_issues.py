@@ -39,9 +39,11 @@ def notify(store, *extra):
 
 def test_notify_opens_one_labelled_issue_per_change_point_and_updates_it_on_the_next_run(gh_env, store, capsys):
     fake = gh_env
-    fake.pulls = [{"number": 1, "state": "open", "title": "a PR", "head": {"sha": HEAD}}]  # listed among issues
-    assert notify(store) == 0
     step = sha_of("dpo_smoke", 12)
+    # GitHub lists pull requests among issues: one carrying the label and a marker is not taken for an issue.
+    fake.pulls = [{"number": 1, "state": "open", "title": "a PR", "head": {"sha": HEAD},
+                   "body": marker("dpo_smoke", "step_time_s", step), "labels": [{"name": "canary-regression"}]}]
+    assert notify(store) == 0
     created = fake.issues
     # The detector finds the +10% step in step time (and the matching drop in tokens/s): one issue each.
     assert sorted(i["body"].splitlines()[0] for i in created) == sorted(
@@ -178,3 +180,26 @@ def test_accept_for_a_config_without_history_is_bad_input(branch_store, tmp_path
     assert main(["history", "accept", "--event", str(path), "--baseline", f"branch:{BRANCH}",
                  "--config", "nope"]) == 2
     assert "no history for config 'nope'" in capsys.readouterr().err and not branch_store.calls("PUT")
+
+
+def test_an_accept_on_a_pr_moves_to_its_merge_commit_and_settles_the_change_point(gh_env, tmp_path, capsys):
+    """`/canary accept` names the PR's head; main's history has the commit the merge made. Once the PR is
+    merged, notify moves the ack there: the detector restarts at it and no issue is opened."""
+    fake = gh_env
+    idx = history("dpo_smoke", 24, step_at=12)
+    idx.acks.append(ix.Ack(sha=HEAD, reason="bigger batch", by="octocat", at="2026-01-01T00:00:00+00:00"))
+    store = write_store(tmp_path / "store", idx)
+    pr = {"number": 7, "state": "open", "head": {"sha": HEAD, "ref": "feature", "user": {"login": "x"}},
+          "merged_at": None, "merge_commit_sha": "e" * 40}
+    fake.pulls = [pr]
+    assert notify(store) == 0  # not merged yet: the ack waits, the step is reported
+    assert len(fake.issues) == 2 and stored(store)[0].sha == HEAD
+    pr.update(state="closed", merged_at="2026-01-02T00:00:00Z", merge_commit_sha=sha_of("dpo_smoke", 12))
+    assert notify(store) == 0
+    assert [a.sha for a in stored(store)] == [sha_of("dpo_smoke", 12)]
+    assert [i["state"] for i in fake.issues] == ["closed", "closed"]
+    assert "moved to its merge commit" in capsys.readouterr().out
+
+
+def stored(store) -> list[ix.Ack]:
+    return ix.parse((store / "dpo_smoke" / HW / "index.json").read_bytes(), "store").acks
