@@ -17,8 +17,9 @@ from canary_runner.history.page import ConfigHistory, write_site
 
 from .trend_data import history, sha_of
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+# Debian's packages; CANARY_CHROMIUM / CANARY_CHROMEDRIVER point elsewhere (another distribution's names).
+CHROMIUM = os.environ.get("CANARY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = os.environ.get("CANARY_CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage"]
