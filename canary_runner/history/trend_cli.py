@@ -308,7 +308,7 @@ def run_accept(args) -> int:
 
 def _accept(args) -> int:
     from ..github.client import GitHubError
-    from .acks import Refused, add_ack, parse_accept_event
+    from .acks import FULL_SHA, Refused, add_ack, parse_accept_event
 
     try:
         event = json.loads(Path(args.event).read_text())
@@ -326,14 +326,12 @@ def _accept(args) -> int:
     except GitHubError as exc:
         raise Failed(f"cannot read pull request #{request.pr_number}: {exc}") from None
     head = str(((pr or {}).get("head") or {}).get("sha") or "")
-    from .acks import FULL_SHA
-
     if not FULL_SHA.match(head):
         raise Failed(f"pull request #{request.pr_number} has no head commit sha in the API's answer")
     store_client = client if spec.kind != "path" else None
     recorded = []
-    for config in args.config:
-        index = _read(spec, config, args.hardware, store_client)
+    indexes = [_read(spec, config, args.hardware, store_client) for config in args.config]  # all found first
+    for config, index in zip(args.config, indexes):
         _write(spec, index, lambda idx: add_ack(idx, head, request.reason, by=request.login, metric=request.metric),
                store_client, f"canary history: ack {head[:12]} for {config} (/canary accept by {request.login}) [skip ci]")
         recorded.append(f"{config} ({index.hardware_key})")
