@@ -82,6 +82,20 @@ def _issues_with_label(client, label: str) -> list[dict]:
             if isinstance(i, dict) and "pull_request" not in i]
 
 
+def _same_drift(index: Index, cp: dict, found: dict[tuple[str, str], dict]) -> dict | None:
+    """An open issue of the same metric whose commit lies on this drift's ramp: a drift seen again as
+    more commits arrive may start a commit earlier or later, and is still the same drift."""
+    last = str(cp.get("last_commit") or "")
+    if cp.get("kind") != "drift" or not last:
+        return None
+    shas = [e.sha for e in index.entries]
+    if cp.get("commit") not in shas or last not in shas:
+        return None
+    ramp = set(shas[shas.index(cp["commit"]): shas.index(last) + 1])
+    return next((issue for (metric, sha), issue in found.items()
+                 if metric == _token(str(cp.get("metric"))) and sha in ramp and issue.get("state") == "open"), None)
+
+
 def sync_issues(client, index: Index, change_points: list[dict], *, label: str = DEFAULT_LABEL,
                 baseline: str = "") -> list[IssueAction]:
     """Open or update one issue per change point of `index.config`; close the open ones whose change
@@ -101,7 +115,7 @@ def sync_issues(client, index: Index, change_points: list[dict], *, label: str =
         metric, sha = str(cp.get("metric", "")), str(cp.get("commit", ""))
         if not sha or index.acked(sha, metric):
             continue  # acknowledged: closed below if an issue is open
-        issue = found.get((_token(metric), sha))
+        issue = found.get((_token(metric), sha)) or _same_drift(index, cp, found)
         title, body = issue_title(config, cp), issue_body(config, cp, repo=client.repo, baseline=baseline)
         if issue is None:
             new = client.post_json(client.repo_path("issues"), {"title": title, "body": body, "labels": [label]})

@@ -203,3 +203,20 @@ def test_an_accept_on_a_pr_moves_to_its_merge_commit_and_settles_the_change_poin
 
 def stored(store) -> list[ix.Ack]:
     return ix.parse((store / "dpo_smoke" / HW / "index.json").read_bytes(), "store").acks
+
+
+def test_a_drift_seen_again_from_another_commit_keeps_its_issue(gh_env, store, tmp_path):
+    """A drift found again a commit earlier (more history, another fit) updates its issue, marker included."""
+    fake = gh_env
+    old = fake.add_issue("drift", marker("dpo_smoke", "final_loss", sha_of("dpo_smoke", 6)), labels=("canary-regression",))
+    cps = tmp_path / "cps.json"
+    cps.write_text(json.dumps({"config": "dpo_smoke", "change_points": [
+        {"metric": "final_loss", "commit": sha_of("dpo_smoke", 5), "last_commit": sha_of("dpo_smoke", 9),
+         "kind": "drift", "change": 0.05, "before": 2.0, "after": 2.1, "significance": 1e-4, "index": 5}]}))
+    assert notify(store, "--change-points", str(cps)) == 0
+    assert len(fake.issues) == 1 and old["body"].startswith(marker("dpo_smoke", "final_loss", sha_of("dpo_smoke", 5)))
+    # A drift elsewhere is another issue.
+    cps.write_text(cps.read_text().replace(sha_of("dpo_smoke", 5), sha_of("dpo_smoke", 15))
+                   .replace(sha_of("dpo_smoke", 9), sha_of("dpo_smoke", 20)))
+    assert notify(store, "--change-points", str(cps)) == 0
+    assert len(fake.issues) == 2
