@@ -167,7 +167,8 @@ def append(index: Index, entry: Entry, *, keep: int = DEFAULT_KEEP, max_age_days
     now = now or datetime.now(timezone.utc)
     cutoff = now - timedelta(days=max_age_days)
     kept = [e for e in index.entries if _when(e.timestamp) >= cutoff][-keep:]
-    dropped = [e for e in index.entries if e not in kept]
+    kept_ids = {id(e) for e in kept}
+    dropped = [e for e in index.entries if id(e) not in kept_ids]
     index.entries = kept
     return dropped
 
