@@ -373,6 +373,7 @@ class Action:
         self.started = False  # the check run was opened
         self.pr_number: int | None = None
         self.ab_comparison: Path | None = None  # baseline ref:...: written by canary ab
+        self.baseline_selection: dict | None = None  # which record a PR's baseline is, and why (history index)
 
     # -------------------------------------------------------------------------------- main flow
     def execute(self) -> int:
@@ -742,6 +743,10 @@ class Action:
         from .baselines import BaselineError, load_baseline
 
         hardware = str((record.get("env") or {}).get("hardware_key") or "")
+        if self._pull_request_base() is not None and self.spec.kind in ("branch", "path"):
+            picked = self.fetch_merge_base_baseline(hardware)
+            if picked is not None:
+                return picked
         try:
             lookup = load_baseline(self.spec, config_name=self.config_name, hardware_key=hardware,
                                    client=self.client, default_branch=self.ctx.default_branch if self.ctx else None,
@@ -757,11 +762,19 @@ class Action:
         if not lookup.found:
             self.wf.notice(lookup.message, title="rlhf-canary: no baseline yet")
             return []
+        newest_run = lookup.latest.metrics.get("run")
+        if self.baseline_selection is not None and isinstance(newest_run, dict) and newest_run.get("git_sha"):
+            sha = str(newest_run["git_sha"])[:12]
+            self.baseline_selection["text"] = self.baseline_selection["text"].replace(
+                "the newest record", f"the newest record ({sha})", 1)
+        return self._save_baselines(lookup.runs)
+
+    def _save_baselines(self, runs) -> list[Path]:
         from .results import write_atomic
 
         folder = self.out_dir / "baseline"
         paths = []
-        for i, run in enumerate(lookup.runs):
+        for i, run in enumerate(runs):
             path = folder / f"baseline-{i}.json"
             write_atomic(path, run.raw)
             paths.append(path)
@@ -774,6 +787,64 @@ class Action:
             self.wf.warning(f"baseline {self.spec} is not usable, comparing without it: {why}",
                             title="rlhf-canary: no usable baseline")
         return paths
+
+    def _pull_request_base(self) -> str | None:
+        """The PR's base commit (the base branch's head when the event fired), on pull_request events."""
+        from .github.context import PR_EVENTS
+
+        if self.ctx is None or self.ctx.event_name not in PR_EVENTS:
+            return None
+        sha = ((self.ctx.event.get("pull_request") or {}).get("base") or {}).get("sha")
+        return sha if isinstance(sha, str) and sha else None
+
+    def fetch_merge_base_baseline(self, hardware: str) -> list[Path] | None:
+        """A PR's baseline from the store's history index: the record of the merge base, or of its
+        newest ancestor that has one (see history/mergebase.py). None: the store has no index, so the
+        newest record is used as before (said in the report)."""
+        from .baselines import BaselineError
+        from .github.client import GitHubError
+        from .history import store
+        from .history.mergebase import select_for_pull_request
+
+        try:
+            index = store.read_index(self.spec, self.config_name, hardware, client=self.client, workspace=Path.cwd())
+        except store.NoHistory:
+            self.baseline_selection = {"method": "newest", "via": "newest", "commit": None, "merge_base": None,
+                                       "distance": None, "text": "baseline: the newest record; the store has no "
+                                       "history index to find the merge base's record by"}
+            return None
+        except (BaselineError, ValueError) as exc:
+            self.wf.warning(f"baseline {self.spec}: the history index could not be read, comparing without a "
+                            f"baseline: {exc}", title="rlhf-canary: no baseline")
+            return []
+        newest = index.entries[-1] if index.entries else None
+        try:
+            sel = select_for_pull_request(index.entries, base=self._pull_request_base(), head=self.ctx.sha,
+                                          repo=Path.cwd(), client=self.client,
+                                          has_record=lambda e: e is newest or store.full_record_path(e) is not None)
+        except (GitHubError, ValueError) as exc:
+            self.wf.warning(f"baseline {self.spec}: the PR's merge base could not be found, so no record can be "
+                            f"shown to be from an ancestor; comparing without a baseline: {exc}",
+                            title="rlhf-canary: no baseline")
+            return []
+        self.baseline_selection = sel.to_json()
+        log.info("%s (merge base via %s)", sel.text, sel.via)
+        if sel.entry is None:
+            self.wf.notice(sel.text, title="rlhf-canary: no baseline for the merge base")
+            return []
+        try:
+            run = store.read_full_record(self.spec, index, sel.entry, client=self.client, workspace=Path.cwd())
+        except BaselineError as exc:
+            self.wf.warning(f"baseline {self.spec}: {sel.text}, but its record could not be read, comparing "
+                            f"without a baseline: {exc}", title="rlhf-canary: no baseline")
+            self.baseline_selection["text"] += " (its record could not be read)"
+            return []
+        if run.config_name != self.config_name or run.hardware_key != hardware:
+            self.wf.warning(f"baseline {self.spec}: the record of {sel.entry.sha[:12]} is for "
+                            f"{run.config_name!r} on {run.hardware_key}, not this run's; comparing without a baseline",
+                            title="rlhf-canary: no baseline")
+            return []
+        return self._save_baselines([run])
 
     # ------------------------------------------------------------------------------- compare
     def compare(self, current: Path, baselines: list[Path]) -> Path:
@@ -812,6 +883,8 @@ class Action:
             comparison_path = self.ab_comparison
         else:
             comparison_path = self.compare(current, self.fetch_baseline(record))
+            if self.baseline_selection is not None:
+                self._note_selection(comparison_path)
         self.outcome.comparison_path = workspace_relative(comparison_path)
         comparison = report.load_comparison(comparison_path)
         self.outcome.verdict = comparison["verdict"]
@@ -844,6 +917,14 @@ class Action:
                                            annotations=check["annotations"], comment_body=body)
             self.note_publish(result)
         log.info("verdict: %s", self.outcome.verdict)
+
+    def _note_selection(self, comparison_path: Path) -> None:
+        """Which record the baseline is (the merge base's, an ancestor's, or the newest), in the comparison."""
+        from .results import write_atomic
+
+        doc = json.loads(comparison_path.read_text(encoding="utf-8"))
+        doc["baseline_selection"] = self.baseline_selection
+        write_atomic(comparison_path, json.dumps(doc, indent=1) + "\n")
 
     def _annotation_path(self) -> str | None:
         if self.config_path is not None:
@@ -889,12 +970,22 @@ class Action:
                                             default_branch=self._default_branch())
                 extra = f" ({res.conflicts} conflicting write(s) retried)" if res.conflicts else ""
                 text = f"Baseline updated: {_md_line(res.path)} on branch {_md_line(spec.branch)}{extra}."
+                folder = res.path.rsplit("/", 1)[0] + "/"
+                trimmed = {t.removeprefix(folder) for t in res.trimmed}
+                text += self._index_baseline(record, res.history_path.removeprefix(folder),
+                                             lambda f: f not in trimmed)
             elif isinstance(spec, PathSpec):
                 from .baselines.local import write_path_baseline
 
-                dest = write_path_baseline(spec.path, raw, commit_sha=self.ctx.sha if self.ctx else None,
-                                           workspace=Path.cwd())
+                sha = self.ctx.sha if self.ctx else None
+                stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+                dest = write_path_baseline(spec.path, raw, commit_sha=sha, timestamp=stamp, workspace=Path.cwd())
                 text = f"Baseline updated: {_md_line(workspace_relative(dest))}."
+                if sha:
+                    from .baselines.cli import history_file
+
+                    text += self._index_baseline(record, history_file(stamp, sha),
+                                                 lambda f: (dest.parent / f).is_file())
             else:
                 assert isinstance(spec, ArtifactSpec)
                 text = (f"Baseline ready: upload {_md_line(self.outcome.metrics_path)} with actions/upload-artifact "
@@ -912,6 +1003,23 @@ class Action:
         log.info("%s", _md_plain(text))
         self.wf.append_summary(f"\n> {text}\n")
         return text
+
+    def _index_baseline(self, record: dict, file: str, present) -> str:
+        """Add the stored baseline to the store's history index; a failure there is a warning (the
+        baseline itself is stored), said in the text returned."""
+        from .baselines import BaselineError
+        from .history.mergebase import parent_of
+        from .history.store import record_baseline
+
+        sha = self.ctx.sha
+        try:
+            idx = record_baseline(self.spec, record, sha=sha, parent=parent_of(sha, Path.cwd()), file=file,
+                                  present=present, client=self.client, workspace=Path.cwd())
+        except (BaselineError, ValueError) as exc:
+            self.wf.warning(f"the baseline is stored but the history index was not updated: {exc}",
+                            title="rlhf-canary: history not updated")
+            return " The history index was not updated (see the job log)."
+        return f" History: {len(idx.entries)} commit(s)."
 
     def finish_run_only(self, record: dict) -> None:
         self.outcome.verdict = "not-compared" if record.get("status") == "completed" else "fail"

@@ -647,7 +647,14 @@ def build_view(comparison: Mapping, *, run_url: str | None = None, artifact_url:
         "plots": list(plots),
         "marker": Md(marker(current["config_name"])),
         "ab": _ab_view(c.get("ab")),
+        "selection": _selection_text(c.get("baseline_selection")),
     }
+
+
+def _selection_text(selection: Any) -> str:
+    """The one line saying which stored record the baseline is (empty when the comparison does not say)."""
+    text = selection.get("text") if isinstance(selection, Mapping) else None
+    return clean_text(text, 300) if isinstance(text, str) else ""
 
 
 def _equivalence_row(check: Mapping) -> dict:

@@ -68,9 +68,10 @@ def _list_dir(client: GitHubClient, path: str, branch: str) -> list[dict]:
             and isinstance(e.get("path"), str)]
 
 
-def _read_raw(client: GitHubClient, path: str, branch: str, *, limit: int = MAX_METRICS_BYTES,
+def _read_raw(client: GitHubClient, path: str, branch: str, *, limit: int | None = None,
               what: str = "a metrics.json") -> bytes:
-    """A file's bytes, at most `limit` of them whatever the server sends."""
+    """A file's bytes, at most `limit` (default MAX_METRICS_BYTES) of them whatever the server sends."""
+    limit = MAX_METRICS_BYTES if limit is None else limit
     resp = client.request("GET", _contents(client, path), params={"ref": branch}, headers=RAW, stream=True)
     chunks: list[bytes] = []
     total = 0
