@@ -243,3 +243,52 @@ def test_action_without_an_index_uses_the_newest_record_and_says_so(run_action, 
     doc = json.loads(result.path("comparison-path").read_text())
     assert doc["baseline_selection"]["method"] == "newest"
     assert "no history index" in result.path("report-path").read_text()
+
+
+def test_action_update_baseline_appends_the_index(run_action, fake, seed_run):
+    from .conftest import push_event
+
+    ws = run_action.workspace
+    git(ws, "init", "-q", "-b", "main", ".")
+    git(ws, "commit", "-q", "--allow-empty", "-m", "m0")
+    git(ws, "commit", "-q", "--allow-empty", "-m", "m1")
+    head, parent = git(ws, "rev-parse", "HEAD"), git(ws, "rev-parse", "HEAD^")
+    result = run_action(event_name="push", event=push_event(fake.repo), env={"GITHUB_SHA": head},
+                        inputs={"metrics": str(seed_run), "mode": "update-baseline", "baseline": "path:baselines"})
+    assert result.returncode == 0, result.log
+    hw = json.loads(seed_run.read_text())["env"]["hardware_key"]
+    idx = store.read_index("path:baselines", CONFIG, None, workspace=ws)
+    (entry,) = idx.entries
+    assert (entry.sha, entry.parent, idx.hardware_key) == (head, parent, hw)
+    assert entry.timestamp == json.loads(seed_run.read_text())["run"]["ended_at"]
+    assert (ws / "baselines" / CONFIG / hw / entry.file).read_bytes() == seed_run.read_bytes()
+    assert "History: 1 commit(s)" in result.summary
+
+
+def test_action_pr_with_a_branch_store_reads_the_chosen_history_file(run_action, fake, seed_run, repo):
+    """The default store (branch:canary-baselines) and no checkout history: one index read, the
+    compare API, then the chosen record's history file."""
+    root, shas = repo
+    fake.add_commits(graph(root))
+    hw = json.loads(seed_run.read_text())["env"]["hardware_key"]
+    folder = f"{CONFIG}/{hw}"
+    idx = ix.new(CONFIG, hw)
+    t0 = datetime.now(timezone.utc) - timedelta(days=1)
+    for i, name in enumerate(ALL):
+        doc = json.loads(seed_run.read_text())
+        doc["run"]["git_sha"] = shas[name]
+        raw = json.dumps(doc).encode()
+        fake.put_file("canary-baselines", f"{folder}/history/{i:02d}-{shas[name][:12]}.json", raw)
+        fake.put_file("canary-baselines", f"{folder}/metrics.json", raw)
+        ix.append(idx, ix.entry_from_record(doc, sha=shas[name], parent=None, timestamp=(t0 + timedelta(hours=i))
+                                            .isoformat(), file=f"history/{i:02d}-{shas[name][:12]}.json"))
+    fake.put_file("canary-baselines", f"{folder}/index.json", idx.dumps())
+    result = run_action(event_name="pull_request", event=pr_event_for(fake.repo, shas["m4"], shas["p1"]),
+                        inputs={"metrics": str(seed_run)})
+    assert result.returncode == 0, result.log
+    doc = json.loads(result.path("comparison-path").read_text())
+    assert doc["baseline"]["git_sha"] == shas["m2"]
+    assert doc["baseline_selection"]["via"] == "compare-api" and doc["baseline_selection"]["distance"] == 0
+    reads = [r.path for r in fake.calls("GET", "/contents/")]
+    assert reads == [f"/repos/{fake.repo}/contents/{folder}/index.json",
+                     f"/repos/{fake.repo}/contents/{folder}/history/01-{shas['m2'][:12]}.json"]
