@@ -99,6 +99,16 @@ def api_merge_base(client, base: str, head: str) -> str | None:
     return mb if isinstance(mb, str) and HEX.match(mb) else None
 
 
+def _compare_or_none(client, base: str, head: str) -> dict | None:
+    """compare, or None when GitHub knows no such commit (a record from a history rewritten since)."""
+    from ..github.client import NotFound
+
+    try:
+        return compare(client, base, head)
+    except NotFound:
+        return None
+
+
 def _select_api(client, merge_base: str, candidates: list[Entry]) -> tuple[Entry, int | None] | None:
     exact = next((e for e in candidates if e.sha == merge_base), None)
     if exact:
@@ -108,10 +118,10 @@ def _select_api(client, merge_base: str, candidates: list[Entry]) -> tuple[Entry
     skip: set[str] = set()
     newest = candidates[0] if candidates else None
     if newest is not None:
-        c = compare(client, merge_base, newest.sha)
-        if c["status"] in ("behind", "identical"):  # the newest record is itself an ancestor
+        c = _compare_or_none(client, merge_base, newest.sha)
+        if c is not None and c["status"] in ("behind", "identical"):  # the newest record is itself an ancestor
             return newest, int(c.get("behind_by") or 0)
-        skip = {str(x.get("sha")) for x in c.get("commits") or [] if isinstance(x, dict)}
+        skip = {str(x.get("sha")) for x in (c or {}).get("commits") or [] if isinstance(x, dict)}
         skip.add(newest.sha)
     lookups = 0
     for e in candidates:
@@ -121,8 +131,8 @@ def _select_api(client, merge_base: str, candidates: list[Entry]) -> tuple[Entry
             log.warning("stopped after %d compare lookups for an ancestor record of %s", lookups, merge_base[:12])
             break
         lookups += 1
-        c = compare(client, e.sha, merge_base)
-        if c["status"] in ("ahead", "identical"):  # the merge base contains e: e is an ancestor
+        c = _compare_or_none(client, e.sha, merge_base)
+        if c is not None and c["status"] in ("ahead", "identical"):  # the merge base contains e: e is an ancestor
             return e, int(c.get("ahead_by") or 0)
     return None
 

@@ -155,6 +155,17 @@ def test_a_shallow_checkout_asks_the_compare_api(repo, shallow, fake, client):  
     assert pick.entry is None
 
 
+def test_a_record_github_does_not_know_is_not_an_ancestor(repo, shallow, fake, client):  # noqa: F811
+    root, shas = repo
+    fake.add_commits(graph(root))
+    es = entries(shas, ["m1", "m3"])
+    es.append(ix.Entry(sha="f" * 40, parent=None, timestamp="2026-01-01T00:00:00+00:00", values={},
+                       file="history/gone.json"))  # newest, of a history rewritten since: compare answers 404
+    pick = mergebase.select_for_pull_request(es, base=shas["m4"], head=shas["p1"], repo=shallow, client=client)
+    assert (pick.entry.sha, pick.distance) == (shas["m1"], 1)
+    assert any(r.path.endswith(f"{shas['m2']}...{'f' * 40}") for r in fake.calls("GET", "/compare/"))
+
+
 def test_compare_api_calls_are_bounded(repo, fake, client, tmp_path):  # noqa: F811
     root, shas = repo
     fake.add_commits(graph(root))
