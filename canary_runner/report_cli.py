@@ -1,4 +1,7 @@
-"""`canary report COMPARISON --format comment|summary|check|markdown [-o FILE]`.
+"""`canary report COMPARISON... --format comment|summary|check|markdown [-o FILE]`.
+
+Several comparisons (a matrix of configs) render as one document: a row per config, each config's
+report in a collapsed section, one sticky marker (report_matrix.py).
 
 Light imports only: the `canary` command imports this module to build its parser.
 Exit codes: 0 written, 2 bad input (missing or corrupt comparison.json, unwritable output).
@@ -16,7 +19,9 @@ EXIT_OK, EXIT_BAD_INPUT = 0, 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("comparison", help="the comparison.json written by `canary compare` (or its directory)")
+    parser.add_argument("comparison", nargs="+",
+                        help="the comparison.json written by `canary compare` (or its directory); several "
+                             "(a matrix of configs) make one report with a row per config")
     parser.add_argument("-f", "--format", choices=FORMATS, default="comment",
                         help="comment: the sticky PR comment (<= 65,536 chars); summary: the job summary; "
                              "check: the check run's output as JSON; markdown: the full report for a file "
@@ -33,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write PNG plots of the curves here (default for markdown: the directory of "
                              "comparison.json; other formats write plots only when this is given)")
     parser.add_argument("--no-plots", action="store_true", help="write no PNG plots")
+    parser.add_argument("--matrix-name", metavar="NAME",
+                        help="with several comparisons: the name in the matrix comment's sticky marker, for a "
+                             "repository with more than one matrix (default: one marker for the matrix)")
 
 
 def _error(message: str) -> int:
@@ -49,7 +57,9 @@ def _relative(path: Path, start: Path) -> str:
 def main(args) -> int:
     from . import report
 
-    source = Path(args.comparison)
+    if len(args.comparison) > 1:
+        return _main_matrix(args)
+    source = Path(args.comparison[0])
     try:
         comparison = report.load_comparison(source)
     except report.ReportInputError as e:
@@ -91,4 +101,35 @@ def main(args) -> int:
         return _error(f"{output}: cannot write the report ({e.strerror or e}).")
     print(f"{args.format} report: {output}" + (f" ({len(plots)} plots in {plots_dir})" if plots else ""),
           file=sys.stderr)
+    return EXIT_OK
+
+
+def _main_matrix(args) -> int:
+    """Several comparisons as one report. Every file must be readable: a file named on the command line
+    that is not is a mistake to fix (the action, reading downloaded artifacts, leaves bad ones out)."""
+    from . import report
+    from .report_matrix import MatrixEntry, render_matrix
+
+    entries = []
+    for name in args.comparison:
+        try:
+            entries.append(MatrixEntry(name, report.load_comparison(name)))
+        except report.ReportInputError as e:
+            return _error(str(e))
+    if args.report_path or args.config_path or args.plots_dir:
+        print("canary: warning: --report-path, --config-path and --plots-dir apply to one comparison; with several "
+              "they are ignored (each config's report comes from its own `canary report`)", file=sys.stderr)
+    text = render_matrix(entries, args.format, run_url=args.run_url, artifacts_url=args.artifact_url,
+                         name=args.matrix_name)
+    if not args.output:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return EXIT_OK
+    try:
+        from .results import write_atomic
+
+        write_atomic(Path(args.output), text)
+    except OSError as e:
+        return _error(f"{args.output}: cannot write the report ({e.strerror or e}).")
+    print(f"{args.format} report of {len(entries)} configs: {args.output}", file=sys.stderr)
     return EXIT_OK
