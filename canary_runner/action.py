@@ -37,7 +37,7 @@ from typing import Any, TextIO
 from . import logsafe
 
 EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_CRASHED = 0, 1, 2, 3
-MODES = ("pr", "update-baseline", "run-only")
+MODES = ("pr", "update-baseline", "run-only", "aggregate")
 FAIL_ON = ("fail", "warn", "never")
 TIERS = ("smoke", "perf", "nightly")
 DEFAULT_BASELINE = "branch:canary-baselines"
@@ -63,6 +63,7 @@ INPUT_DEFAULTS: dict[str, str] = {
     "budget": "",  # baseline ref:...: seconds the A/B loop may take; empty: no time limit
     "fail-on": "fail",
     "output-dir": "",
+    "comparisons": "",  # mode aggregate: the matrix's downloaded comparison.json files (a directory or a glob)
 }
 OUTPUTS = ("verdict", "metrics-path", "comparison-path", "report-path", "failed-checks")
 
@@ -176,6 +177,7 @@ class Inputs:
     budget: float | None = None
     fail_on: str = "fail"
     output_dir: str = ""
+    comparisons: str = ""
 
     def __repr__(self) -> str:  # never show the token, even by accident
         return (f"Inputs(config={self.config!r}, tier={self.tier!r}, baseline={self.baseline!r}, mode={self.mode!r}, "
@@ -222,7 +224,18 @@ def read_inputs(env) -> Inputs:
             problems.append(f"baseline: {exc}; or none for no baseline")
     config, metrics = _input(env, "config"), _input(env, "metrics")
     command, max_steps = _command(_input(env, "command"), problems), _max_steps(_input(env, "max-steps"), problems)
-    if not config and not metrics and not command:
+    comparisons = _input(env, "comparisons")
+    if mode == "aggregate":
+        if not comparisons:
+            problems.append("mode aggregate reports on a matrix's comparisons: set comparisons to the directory its "
+                            "artifacts were downloaded into (actions/download-artifact), or a glob of comparison.json files")
+        if config or metrics or command or _input(env, "install"):
+            problems.append("mode aggregate trains nothing: config, metrics, command and install belong to the matrix's "
+                            "jobs; give only comparisons")
+    elif comparisons:
+        problems.append("comparisons is read by mode aggregate only (the job after a matrix); set mode: aggregate, "
+                        "or remove comparisons")
+    if not config and not metrics and not command and mode != "aggregate":
         problems.append("config is empty: name a training type (sft, dpo, ppo, grpo, rloo), a shipped config, "
                         "or a config file (or pass command: with your training script, or metrics: with a "
                         "metrics.json to report on)")
@@ -257,7 +270,8 @@ def read_inputs(env) -> Inputs:
                   thresholds=_input(env, "thresholds"), token=token, comment=comment_text in _TRUE,
                   check_name=_input(env, "check-name"), comment_author=_input(env, "comment-author"),
                   install=install_text.splitlines() if install_text else [], command=command, max_steps=max_steps,
-                  max_pairs=max_pairs, budget=budget, fail_on=fail_on, output_dir=_input(env, "output-dir"))
+                  max_pairs=max_pairs, budget=budget, fail_on=fail_on, output_dir=_input(env, "output-dir"),
+                  comparisons=comparisons)
 
 
 def _command(text: str, problems: list[str]) -> list[str]:
@@ -383,6 +397,9 @@ class Action:
             return self.bad_input(exc.problems)
         try:
             self.start()
+            if self.inputs.mode == "aggregate":
+                self.aggregate()
+                return self._end()
             record = self.obtain_run()
             if self.inputs.mode == "run-only":
                 self.finish_run_only(record)
@@ -395,6 +412,9 @@ class Action:
         finally:
             if self.client is not None:
                 self.client.close()
+        return self._end()
+
+    def _end(self) -> int:
         self.write_outputs()
         return self.exit_code()
 
@@ -407,7 +427,9 @@ class Action:
         for key in TOKEN_INPUTS:  # training and child processes never see the token
             os.environ.pop(key, None)
         problems = []
-        if inp.metrics:
+        if inp.mode == "aggregate":
+            self.config_name = "matrix"  # the output directory's and the default check name's
+        elif inp.metrics:
             self.metrics_input = Path(inp.metrics)
             record = self._load_metrics(self.metrics_input)
             self.config_name = str(record["run"]["config_name"])
@@ -559,12 +581,19 @@ class Action:
 
         if self.ctx.head_sha_pending:
             self._resolve_pull_request_head()
-        self.pr_number = self._pr_number() if inp.mode == "pr" else None
+        self.pr_number = self._pr_number() if inp.mode in ("pr", "aggregate") else None
         check_name = inp.check_name or f"rlhf-canary / {self.config_name}"
+        if inp.mode == "aggregate":  # one sticky comment for the whole matrix (per check name, if one is set)
+            from .report_matrix import matrix_marker
+
+            sticky = matrix_marker(inp.check_name or None)
+        else:
+            sticky = marker(self.config_name)
         self.publisher = Publisher(self.client, head_sha=self.ctx.sha, check_name=check_name,
-                                   pr_number=self.pr_number, marker=marker(self.config_name),
+                                   pr_number=self.pr_number, marker=sticky,
                                    login=inp.comment_author or None, details_url=self.ctx.run_url)
         what = f"reporting on {_md_line(self.config_name)}" if self.metrics_input else \
+            "reporting on the matrix" if inp.mode == "aggregate" else \
             f"training {_md_line(self.config_name)} ({_md_line(self.tier)} tier)"
         result = self.publisher.start(f"The canary is {what}.")
         self.started = True
@@ -890,10 +919,14 @@ class Action:
         self.outcome.verdict = comparison["verdict"]
         self.outcome.failed_checks = [c["id"] for c in comparison.get("checks") or [] if c.get("status") == "fail"]
 
-        links = {"run_url": self.ctx.run_url if self.ctx else None}
+        from .action_matrix import artifacts_page
+
+        # The comment and the check link the run and its artifacts (report.md and its plots, uploaded by the
+        # workflow's next step), never a path on the runner; only the job summary, read beside it, names the path.
+        links = {"run_url": self.ctx.run_url if self.ctx else None, "artifact_url": artifacts_page(self.ctx)}
         report_path = self.out_dir / "report.md"
         rel_report = workspace_relative(report_path)
-        _write_text(report_path, report.render_markdown(comparison, report_path=rel_report, **links))
+        _write_text(report_path, report.render_markdown(comparison, plots=self._write_plots(comparison), **links))
         self.outcome.report_path = rel_report
         self.wf.append_summary(report.render_summary(comparison, report_path=rel_report, **links))
         self.annotate(comparison)
@@ -903,11 +936,10 @@ class Action:
             stored = self.store_baseline(record)
 
         if self.publisher is not None:
-            check = report.render_check(comparison, config_path_override=self._annotation_path(), report_path=rel_report,
-                                        **links)
+            check = report.render_check(comparison, config_path_override=self._annotation_path(), **links)
             body = None
             if inp.mode == "pr" and inp.comment:
-                body = report.render_comment(comparison, report_path=rel_report, **links)
+                body = report.render_comment(comparison, **links)
             summary, title = check["summary"], check["title"]
             if stored:
                 summary = f"{summary}\n\n{stored}"
@@ -917,6 +949,64 @@ class Action:
                                            annotations=check["annotations"], comment_body=body)
             self.note_publish(result)
         log.info("verdict: %s", self.outcome.verdict)
+
+    def _write_plots(self, comparison: dict) -> list[tuple[str, str]]:
+        """PNG plots of the curves in <output-dir>/plots, for report.md in the uploaded artifact:
+        [(metric, path relative to report.md)]. None without matplotlib or a writable directory (said)."""
+        if not comparison.get("curves"):
+            return []
+        try:
+            from .plots import write_plots
+
+            written = write_plots(comparison, self.out_dir / "plots")
+        except ImportError:
+            log.info("matplotlib is not installed: report.md draws its curves as Mermaid charts")
+            return []
+        except OSError as exc:
+            self.wf.warning(f"no PNG plots for report.md: {exc}")
+            return []
+        from urllib.parse import quote
+
+        return [(metric, quote(path.relative_to(self.out_dir).as_posix())) for metric, path in written]
+
+    # ------------------------------------------------------------------------ the matrix (aggregate)
+    def aggregate(self) -> None:
+        """mode aggregate: the comparisons a matrix's jobs uploaded (downloaded into the workspace) as one
+        report: one sticky comment, one check run, the job summary and report.md, with a row per config.
+        A comparison that cannot be read is named and left out; none readable is the action's failure."""
+        from .action_matrix import NoComparisons, artifacts_page, read_entries, run_artifact_urls
+        from .report_matrix import matrix_title, matrix_verdict, render_matrix, render_matrix_check
+
+        inp = self.inputs
+        urls = run_artifact_urls(self.client if inp.token else None, self.ctx) if self.ctx else {}
+        try:
+            entries = read_entries(inp.comparisons, Path.cwd(), urls)
+        except NoComparisons as exc:
+            raise InputError(str(exc)) from None
+        for e in entries:
+            if e.comparison is None:
+                self.wf.warning(f"{e.source}: left out of the matrix report: {e.error}",
+                                title="rlhf-canary: comparison not read")
+        readable = [e for e in entries if e.comparison is not None]
+        self.outcome.verdict = matrix_verdict(entries) if readable else "error"
+        if not readable:
+            self.outcome.error = f"none of the {len(entries)} comparisons under {inp.comparisons} could be read"
+            self.wf.error(self.outcome.error, title="rlhf-canary: nothing to report")
+        self.outcome.failed_checks = [f"{e.config_name}/{c.get('id')}" for e in readable
+                                      for c in e.comparison.get("checks") or [] if c.get("status") == "fail"]
+        name = inp.check_name or None
+        links = {"run_url": self.ctx.run_url if self.ctx else None, "artifacts_url": artifacts_page(self.ctx)}
+        report_path = self.out_dir / "report.md"
+        _write_text(report_path, render_matrix(entries, "markdown", name=name, **links))
+        self.outcome.report_path = workspace_relative(report_path)
+        self.wf.append_summary(render_matrix(entries, "summary", name=name, **links))
+        if self.publisher is not None:
+            check = render_matrix_check(entries, **links)
+            body = render_matrix(entries, "comment", name=name, **links) if inp.comment else None
+            result = self.publisher.finish(self.conclusion(), check["title"], check["summary"],
+                                           annotations=check["annotations"], comment_body=body)
+            self.note_publish(result)
+        log.info("%s", matrix_title(entries))
 
     def _note_selection(self, comparison_path: Path) -> None:
         """Which record the baseline is (the merge base's, an ancestor's, or the newest), in the comparison."""

@@ -111,6 +111,7 @@ class FakeGitHub:
             ("GET", re.compile(rf"^{base}/actions/artifacts$"), self._list_artifacts),
             ("GET", re.compile(rf"^{base}/actions/artifacts/(\d+)/zip$"), self._download_artifact),
             ("GET", re.compile(rf"^{base}/actions/runs/(\d+)$"), self._get_workflow_run),
+            ("GET", re.compile(rf"^{base}/actions/runs/(\d+)/artifacts$"), self._list_run_artifacts),
             ("GET", re.compile(rf"^{base}/compare/([0-9a-f]+)\.\.\.([0-9a-f]+)$"), self._compare),
         ]
 
@@ -534,6 +535,14 @@ class FakeGitHub:
             return self._json(FORBIDDEN, 403)
         name = request.args.get("name")
         arts = [a for a in reversed(self.artifacts) if not name or a["name"] == name]  # newest first
+        chunk, headers = self._page(request, arts)
+        return self._json({"total_count": len(arts), "artifacts": chunk}, 200, headers)
+
+    def _list_run_artifacts(self, request: Request, _: Any, run_id: str) -> Response:
+        """GET /actions/runs/{run_id}/artifacts: the artifacts whose workflow_run.id is run_id."""
+        if "actions" in self.denied:
+            return self._json(FORBIDDEN, 403)
+        arts = [a for a in reversed(self.artifacts) if a["workflow_run"]["id"] == int(run_id)]
         chunk, headers = self._page(request, arts)
         return self._json({"total_count": len(arts), "artifacts": chunk}, 200, headers)
 
