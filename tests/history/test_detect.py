@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
+from github.conftest import fake, openapi  # noqa: F401
 
 from canary_runner.cli import main as canary
 from canary_runner.history import index as ix
@@ -160,6 +161,37 @@ def test_analyze_bad_input(store, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+def test_analyze_several_hardware_keys_or_a_broken_index(store, capsys):
+    other = store / "dpo_smoke" / "gpu-x"
+    other.mkdir()
+    (other / ix.INDEX_FILE).write_bytes(b'{"version": 1, "entries": 3}')
+    argv = ["history", "analyze", "--baseline", f"path:{store}", "--config", "dpo_smoke"]
+    assert canary(argv) == 2
+    assert "several hardware keys (cpu-test, gpu-x); pick one with --hardware KEY" in capsys.readouterr().err
+    assert canary([*argv, "--hardware", "gpu-x"]) == 3
+    assert "entries and acks must be lists" in capsys.readouterr().err
+
+
 def test_analyze_no_store(tmp_path, capsys):
     assert canary(["history", "analyze", "--baseline", f"path:{tmp_path / 'none'}", "--config", "dpo_smoke"]) == 2
     assert "no history for config 'dpo_smoke'" in capsys.readouterr().err
+
+
+def test_analyze_reads_a_branch_store_in_one_call(fake, monkeypatch, capsys):  # noqa: F811
+    """branch: through the fake GitHub (requests validated against GitHub's OpenAPI description): one
+    read with --hardware, two without (the config's folder is listed for its hardware keys)."""
+    idx = make_index(noisy(np.random.default_rng(0), STEP))
+    fake.put_file("canary-baselines", "dpo_smoke/cpu-test/index.json", idx.dumps())
+    for name, value in (("GITHUB_API_URL", fake.url), ("GITHUB_REPOSITORY", fake.repo), ("GITHUB_TOKEN", fake.token)):
+        monkeypatch.setenv(name, value)
+    before = len(fake.requests)
+    for hardware, reads in ((["--hardware", "cpu-test"], 1), ([], 2)):
+        assert canary(["history", "analyze", "--baseline", "branch:canary-baselines", "--config", "dpo_smoke",
+                       *hardware, "--metric", "step_time_s", "--json"]) == 0
+        assert len(fake.requests) - before == reads
+        before = len(fake.requests)
+        doc = json.loads(capsys.readouterr().out)
+        assert [(cp["commit"], cp["kind"]) for cp in doc["change_points"]] == [(sha(25), "step")]
+    monkeypatch.delenv("GITHUB_REPOSITORY")
+    assert canary(["history", "analyze", "--baseline", "branch:canary-baselines", "--config", "dpo_smoke"]) == 2
+    assert "needs a repository: pass --repo" in capsys.readouterr().err
