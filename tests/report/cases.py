@@ -14,14 +14,14 @@ from pathlib import Path
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
-# case -> (fixture, config name in the matrix)
+# case -> (fixtures, the first that exists is used; config name in the matrix)
 SOURCES = {
-    "pass": ("real-dpo-self", "dpo_embedded"),
-    "speed-fail": ("real-grpo-rerun", "grpo_embedded"),
-    "stability-fail": ("real-dpo-nan", "dpo_embedded_bf16"),
-    "ppo-kl-fail": ("real-ppo-no-baseline", "ppo_embedded"),
-    "crash": ("real-dpo-crashed", "dpo_embedded_resume"),
-    "no-baseline": ("real-ppo-no-baseline", "ppo_embedded_gpu"),
+    "pass": (("real-dpo-self",), "dpo_embedded"),
+    "speed-fail": (("handmade-speed", "real-grpo-rerun"), "sft_embedded"),
+    "stability-fail": (("real-dpo-nan",), "dpo_embedded_bf16"),
+    "ppo-kl-fail": (("handmade-ppo-kl", "real-ppo-no-baseline"), "ppo_embedded"),
+    "crash": (("real-dpo-crashed",), "dpo_embedded_resume"),
+    "no-baseline": (("real-grpo-rerun", "real-ppo-no-baseline"), "grpo_embedded"),
 }
 SINGLE_CASES = ("pass", "speed-fail", "stability-fail", "ppo-kl-fail", "crash", "nan", "no-baseline")
 
@@ -47,14 +47,42 @@ def _ppo_kl_fail(c: dict) -> dict:
     return c
 
 
+def _without_baseline(c: dict) -> dict:
+    """A real GRPO run as the first run of its config: no baseline, the comparisons skipped, the run's
+    own checks (stability, RL health, invariants) kept."""
+    c["baseline"] = None
+    c["verdict"] = "no-baseline"
+    c["config_diff"] = []
+    c["diagnosis"] = []  # a diagnosis explains a change, and there is none without a baseline
+    if isinstance(c.get("environment"), dict):
+        c["environment"]["changes"] = []
+    for ch in c["checks"]:
+        if ch["category"] in ("performance", "memory", "correctness") or ch["id"].startswith(("run.baseline", "run.config", "environment.")):
+            ch.update(status="skip", baseline=None, change=None, ci=None, reason="no baseline to compare with")
+        else:
+            ch["baseline"] = None
+            if ch.get("change_kind") is not None or ch.get("change") is not None:
+                ch["change"] = None
+                ch["ci"] = None
+    for m in (c.get("metrics") or {}).values():
+        m["baseline"] = None
+    for curve in (c.get("curves") or {}).values():
+        curve["baseline"] = None
+    _recount(c)
+    return c
+
+
 def case(name: str) -> dict:
     """One case as an encoded comparison, renamed for the matrix."""
     if name == "nan":
         return _raw("real-dpo-nan")
-    fixture, config = SOURCES[name]
+    fixtures, config = SOURCES[name]
+    fixture = next(f for f in fixtures if (FIXTURES / f"{f}.json").is_file())
     c = copy.deepcopy(_raw(fixture))
-    if name == "ppo-kl-fail":
+    if fixture == "real-ppo-no-baseline" and name == "ppo-kl-fail":
         c = _ppo_kl_fail(c)
+    if name == "no-baseline" and fixture != "real-ppo-no-baseline":
+        c = _without_baseline(c)
     for side in ("current", "baseline"):
         if c.get(side):
             c[side]["config_name"] = config
