@@ -77,13 +77,23 @@ def _top_check(comparison: Mapping) -> Mapping | None:
 
 
 def _value_text(check: Mapping) -> report.Md:
-    view = report._check_view(check)
+    """The change alone (its interval is in the config's section: a table cell that wraps reads slowly)."""
+    view = {**report._check_view(check), "ci": None}
     if view.get("change") is not None:
         return report.fmt_change(view)
     if view.get("current") is not None:
         return report.Md(f"{report.fmt_unit(view['current'], view.get('unit'))} "
                          f"(limit {report.fmt_threshold(view)})")
     return report.Md("—")
+
+
+def _crash_finding(comparison: Mapping) -> report.Md | None:
+    """How the run stopped, as the config's own headline says it (`interrupted at step 11/30 (SIGTERM)`)."""
+    head = report.build_view(comparison).get("headline")
+    name = report.escape_md((comparison.get("current") or {}).get("config_name"), 100)
+    if not head or f" {name}: " not in str(head):
+        return None
+    return report.Md(str(head).split(f" {name}: ", 1)[1])
 
 
 def _crash_text(current: Mapping) -> str | None:
@@ -104,15 +114,12 @@ def _row(entry: MatrixEntry) -> dict:
     icon = report.VERDICT_TEXT.get(verdict, ("❔", ""))[0]
     current = c.get("current") or {}
     top, crash = _top_check(c), _crash_text(current)
-    if crash:
+    if crash:  # the crash is the finding: numbers of a run cut short say little
         icon = "💥"
-    if top is not None:
+        finding, change = _crash_finding(entry.comparison) or crash, report.Md("—")
+    elif top is not None:
         finding = str(top.get("title") or top.get("id"))
         change = _value_text(top)
-        if crash:
-            finding = f"{crash}; {finding}"
-    elif crash:
-        finding, change = crash, report.Md("—")
     elif verdict == "no-baseline":
         finding, change = "no baseline: judged from the run alone", report.Md("—")
     else:
@@ -120,7 +127,7 @@ def _row(entry: MatrixEntry) -> dict:
         finding = f"{counts.get('pass', 0)} checks passed"
         step = next((ch for ch in c.get("checks") or [] if ch.get("id") == "perf.step_time"
                      and ch.get("change") is not None), None)
-        change = report.Md(f"step time {report.fmt_change(report._check_view(step))}") if step else report.Md("—")
+        change = report.Md(f"step time {_value_text(step)}") if step else report.Md("—")
     return {"icon": icon, "config": report.clean_text(current.get("config_name") or entry.source, 100),
             "finding": finding, "change": change, "verdict": verdict}
 

@@ -47,7 +47,7 @@ def test_matrix_is_one_sticky_comment_and_one_check_with_a_row_per_config(run_ac
     result = run_action(event_name="pull_request", event=pr_event(fake.repo), inputs=inputs)
     assert result.returncode == 1, result.log  # configs failed: fail-on fail
     assert result.outputs["verdict"] == "fail"
-    assert "grpo_embedded/perf.step_time" in result.outputs["failed-checks"].split(",")
+    assert "sft_embedded/perf.step_time" in result.outputs["failed-checks"].split(",")
 
     comments = our_comments(fake)
     assert len(comments) == 1
@@ -56,7 +56,7 @@ def test_matrix_is_one_sticky_comment_and_one_check_with_a_row_per_config(run_ac
     rows = tables(body)[0]
     configs = rows.column("Config")
     for name in ("dpo_embedded", "grpo_embedded", "dpo_embedded_bf16", "ppo_embedded", "dpo_embedded_resume",
-                 "ppo_embedded_gpu", "canary-corrupt/comparison.json", "canary-wrong/comparison.json"):
+                 "sft_embedded", "canary-corrupt/comparison.json", "canary-wrong/comparison.json"):
         assert name in configs, (name, configs)
     assert body.count("<details><summary>") >= 6
     # Each config's section links its own artifact (from this run's artifacts API); the footer the run.
@@ -71,7 +71,7 @@ def test_matrix_is_one_sticky_comment_and_one_check_with_a_row_per_config(run_ac
     check = only_check_run(fake)
     assert check["conclusion"] == "failure" and check["name"] == "rlhf-canary / matrix"
     assert "configs failed" in check["output"]["title"]
-    assert "grpo_embedded" in check["output"]["summary"]
+    assert "sft_embedded" in check["output"]["summary"]
     assert "rlhf-canary matrix" in result.summary
     assert (run_action.workspace / result.outputs["report-path"]).is_file()
 

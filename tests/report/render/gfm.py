@@ -157,7 +157,8 @@ def screenshot(driver, markdown: str, out: Path, directory: Path, theme: str = "
         time.sleep(0.1)
     errors = driver.execute_script("return window.renderErrors")
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(CONTENT_WIDTH + 32, int(height) + 8)
+    chrome = driver.execute_script("return window.outerHeight - window.innerHeight")  # the window's own bars
+    driver.set_window_size(CONTENT_WIDTH + 32, int(height) + int(chrome or 0))
     time.sleep(0.2)
     out.parent.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(out))
