@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .report import chart_metrics
+from .report import _si_scale, chart_order
 from .results import decode
 
 MAX_PLOTS = 40
@@ -31,9 +31,9 @@ def plot_filename(metric: str, taken: set[str] | None = None) -> str:
     return name
 
 
-def plot_order(curves: Mapping[str, Any]) -> list[str]:
-    """The charted loss and reward curves first, then the rest by name."""
-    first = chart_metrics(curves)
+def plot_order(curves: Mapping[str, Any], checks: Iterable[Mapping] = ()) -> list[str]:
+    """The curves the comment charts first (the failing checks' series, then loss), then the rest by name."""
+    first = chart_order(curves, checks)
     return first + sorted(k for k in curves if k not in first)
 
 
@@ -41,7 +41,8 @@ def plan_plots(comparison: Mapping, metrics: Iterable[str] | None = None,
                max_plots: int = MAX_PLOTS) -> list[tuple[str, str]]:
     """[(metric, file name)] that `write_plots` writes, in order, without drawing anything."""
     curves = comparison.get("curves") or {}
-    names = [m for m in (metrics if metrics is not None else plot_order(curves)) if m in curves][:max_plots]
+    order = plot_order(curves, comparison.get("checks") or []) if metrics is None else metrics
+    names = [m for m in order if m in curves][:max_plots]
     taken: set[str] = set()
     return [(m, plot_filename(m, taken)) for m in names]
 
@@ -60,6 +61,16 @@ def _xy(curve: Mapping | None) -> tuple[list[int], list[float], int | None]:
         xs.append(s)
         ys.append(float(v))
     return xs, ys, bad
+
+
+def _si_axis(ax: Any, metric: str, values: list[float]) -> None:
+    """Tick labels with SI suffixes (20 ms, 26 k) where plain numbers would be long."""
+    from matplotlib.ticker import EngFormatter
+
+    seconds = bool(re.search(r"(^|[/_])(step_)?time(_s)?$|_s$", metric))
+    factor, _ = _si_scale([v for v in values if math.isfinite(v)], seconds)
+    if factor != 1.0 or seconds:
+        ax.yaxis.set_major_formatter(EngFormatter(unit="s" if seconds else "", sep=" " if seconds else ""))
 
 
 def write_plots(comparison: Mapping, out_dir: str | Path, *, metrics: Iterable[str] | None = None,
@@ -97,6 +108,7 @@ def write_plots(comparison: Mapping, out_dir: str | Path, *, metrics: Iterable[s
         ax.set_xlabel("step", parse_math=False)
         ax.set_ylabel(metric[:40], parse_math=False)
         ax.grid(True, alpha=0.3)
+        _si_axis(ax, metric, [y for side in ("baseline", "current") for y in _xy(curve.get(side))[1]])
         if ax.get_legend_handles_labels()[0]:
             for text in ax.legend(fontsize=8, loc="best").get_texts():
                 text.set_parse_math(False)

@@ -32,6 +32,7 @@ ANNOTATION_TITLE_LIMIT = 255
 ANNOTATION_MESSAGE_LIMIT = 4_000  # GitHub allows 64 KB; a reviewer reads one line
 FORMATS = ("comment", "summary", "check", "markdown")
 CHART_POINTS = 50
+CHARTS = 3  # curves drawn in a comment: the finding's first, then loss
 TABLE_ROWS = 60  # rows per table before "... and N more" when a report must shrink
 
 STATUS_ORDER = {"fail": 0, "warn": 1, "pass": 2, "skip": 3}
@@ -194,8 +195,9 @@ def _is_num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def fmt_num(x: Any, digits: int = 4) -> Md:
-    """A number for a person: 0.6931, 21.52, 26,020, 1.23e-05; NaN, +Inf, -Inf; '—' for none."""
+def fmt_num(x: Any, digits: int = 3) -> Md:
+    """A number for a person, `digits` significant: 0.693, 21.5, 26,020, 1.2e-5, 1e20; NaN, +Inf, -Inf;
+    '—' for none. Every table uses the one default, so a column reads at one precision."""
     if x is None:
         return Md("—")
     if isinstance(x, str):
@@ -208,17 +210,18 @@ def fmt_num(x: Any, digits: int = 4) -> Md:
         return Md("NaN")
     if isinstance(x, float) and math.isinf(x):
         return Md("+Inf" if x > 0 else "-Inf")
-    if isinstance(x, int):
-        return Md(f"{x:,}")
     ax = abs(x)
     if ax == 0:
         return Md("0")
-    if ax >= 1000:
+    if ax >= 1e6 or ax < 1e-3:  # scientific: 1e20, not 100,000,000,000,000,000,000
+        mantissa, exponent = f"{x:.{max(0, digits - 1)}e}".split("e")
+        if "." in mantissa:
+            mantissa = mantissa.rstrip("0").rstrip(".")
+        return Md(f"{mantissa}e{int(exponent)}")
+    if isinstance(x, int) or ax >= 1000:
         return Md(f"{x:,.0f}")
-    if ax < 1e-3:
-        return Md(f"{x:.{max(1, digits - 1)}g}")
     text = f"{x:.{digits}g}"
-    if "e" in text:  # .4g of 12345.6 would be 1.235e+04
+    if "e" in text:  # .3g of 1234.5 would be 1.23e+03
         text = f"{x:,.0f}"
     return Md(text)
 
@@ -266,33 +269,79 @@ def fmt_signed(x: Any, unit: Any = None) -> Md:
 
 
 def fmt_pct(x: Any) -> Md:
-    """A relative change as a signed percentage: +12.3%, -0.04%, +1,234%."""
+    """A relative change as a signed percentage: +361%, +12%, -1.2%, -0.04%, +1,234%."""
     if not _is_num(x) or (isinstance(x, float) and not math.isfinite(x)):
         return fmt_num(x)
     p = x * 100
     if p == 0:
         return Md("±0%")
-    if abs(p) >= 1000:
+    if abs(p) >= 9.95:
         text = f"{p:+,.0f}"
-    elif abs(p) >= 0.1:
+    elif abs(p) >= 0.095:
         text = f"{p:+.1f}"
     else:
-        text = f"{p:+.2g}"
+        text = f"{p:+.1g}"
     return Md(f"{text}%")
 
 
+# A relative change this large (x11) says little: the baseline was near zero, so the absolute change is shown.
+ABSOLUTE_ABOVE = 10.0
+
+
+def _relative(check: Mapping[str, Any]) -> bool:
+    """Whether a check's change reads as a percentage (not from a near-zero baseline)."""
+    if check.get("change_kind", "relative") != "relative":
+        return False
+    change, b, cur = check.get("change"), check.get("baseline"), check.get("current")
+    if _finite(change) and abs(change) >= ABSOLUTE_ABOVE and _finite(b) and _finite(cur):
+        return False
+    return True
+
+
+def _abs_change(check: Mapping[str, Any]) -> Any:
+    """The change as an absolute difference (for a relative change from a near-zero baseline)."""
+    if check.get("change_kind", "relative") != "relative":
+        return check.get("change")
+    b, cur = check.get("baseline"), check.get("current")
+    return cur - b if _finite(b) and _finite(cur) else check.get("change")
+
+
+def fmt_ci(check: Mapping[str, Any], label: bool = True) -> Md:
+    """A check's confidence interval, the unit once: `95% CI +292…+405%`, `95% CI +11.8…+16.4 nats`; '' for none."""
+    ci = check.get("ci")
+    if not ci or len(ci) != 2 or not all(_finite(v) for v in ci):
+        return Md("")
+    relative = check.get("change_kind", "relative") == "relative"
+    if relative and not _relative(check):  # the change is shown as an absolute difference: no % interval
+        return Md("")
+    level = check.get("confidence")
+    name = (f"{level * 100:g}% CI " if _finite(level) and 0 < level < 1 else "CI ") if label else ""
+    if relative:
+        lo, hi = fmt_pct(ci[0]), fmt_pct(ci[1])
+        lo = Md(lo[:-1]) if lo.endswith("%") else lo
+    else:
+        unit = check.get("unit")
+        lo, hi = fmt_signed(ci[0], unit), fmt_signed(ci[1], unit)
+        suffix = f" {escape_md(unit, 20)}" if unit and unit not in ("s", "seconds", "ratio") else ""
+        if suffix and lo.endswith(suffix):
+            lo = Md(lo[: -len(suffix)])
+    return Md(f"{name}{lo}…{hi}")
+
+
 def fmt_change(check: Mapping[str, Any]) -> Md:
-    """A check's change with its confidence interval: `+12.3% [+8.1%, +16.5%]`."""
+    """A check's change with its interval: `+24% (CI +18…+29%)`, `+0.0005 (CI -0.004…+0.005)`; a relative
+    change from a near-zero baseline as the absolute difference (`+14.2 nats`)."""
     change = check.get("change")
     if change is None:
         return Md("—")
-    relative = check.get("change_kind", "relative") == "relative"
-    one = fmt_pct if relative else (lambda v: fmt_signed(v, check.get("unit")))
-    text = one(change)
-    ci = check.get("ci")
-    if ci and len(ci) == 2 and not all(v is None for v in ci):
-        text = f"{text} [{one(ci[0])}, {one(ci[1])}]"
-    return Md(text)
+    if not _relative(check):
+        text = fmt_signed(_abs_change(check), check.get("unit"))
+        if check.get("change_kind", "relative") == "relative":
+            return text
+    else:
+        text = fmt_pct(change)
+    ci = fmt_ci(check, label=False)
+    return Md(f"{text} (CI {ci})") if ci else text
 
 
 def fmt_threshold(check: Mapping[str, Any]) -> Md:
@@ -390,11 +439,17 @@ def environment():
         "threshold": fmt_threshold,
         "status": fmt_status,
         "jsonv": fmt_json,
+        "yaml": fmt_yaml,
+        "sha": short_hash,
+        "prose": prose,
+        "finding": finding,
+        "ci": fmt_ci,
         "code": code_block,
         "link": link,
         "md": Md,  # the template's own markup, never data
     })
     env.globals.update({"STATUS_ICON": STATUS_ICON})
+    env.tests.update({"improved": improved})
     return env
 
 
@@ -500,33 +555,84 @@ def _mermaid_label(text: Any, max_chars: int = 60) -> str:
 
 
 def _mermaid_num(v: float) -> str:
-    text = f"{v:.5g}"
+    """3 significant digits: what a chart a few hundred pixels high can show."""
+    text = f"{v:.3g}"
     if "e" in text:
         text = f"{v:.12f}".rstrip("0").rstrip(".") or "0"
     return text
 
 
+_SI = ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"))
+
+
+def _si_scale(values: Iterable[float], seconds: bool) -> tuple[float, str]:
+    """The power of 1000 that puts the largest value in [1, 1000), and its suffix for the axis title."""
+    top = max((abs(v) for v in values if v is not None), default=0.0)
+    if top == 0 or (not seconds and 0.01 <= top < 1000):  # plain numbers read fine as they are
+        return 1.0, ""
+    for factor, prefix in _SI:
+        if top >= factor * 0.9995:
+            break
+    if seconds:
+        return factor, f"{prefix}s" if prefix else "s"
+    return factor, prefix
+
+
 def mermaid_chart(name: str, curve: Mapping, points: int = CHART_POINTS) -> dict | None:
-    """A Mermaid `xychart-beta` of baseline (grey) vs current (red) for one metric, or None."""
+    """A Mermaid `xychart-beta` of baseline (grey) vs current (red) for one metric, or None.
+
+    Every line spans the whole x-axis (Mermaid draws a shorter line to NaN coordinates): a side that
+    stops early (a crash, a NaN) cuts the axis to where it stops, or is left out when it stops within
+    the first steps; y values are scaled to an SI prefix named in the axis title; a current identical
+    to its baseline is drawn once, in the baseline's grey, and said to be identical.
+    """
     data = downsample(curve.get("baseline"), curve.get("current"), points)
     if not data["lines"]:
         return None
+    lines = dict(data["lines"])
+    notes = [f"{side} is NaN/Inf from step {step} (not drawn)" for side, step in sorted(data["nonfinite"].items())]
+    x = data["x"]
+    if len(lines) == 2 and len(lines["baseline"]) != len(lines["current"]):
+        short = min(lines, key=lambda side: len(lines[side]))
+        other = "baseline" if short == "current" else "current"
+        n, longest = len(lines[short]), len(lines[other])
+        if n >= 3 and n * 3 >= longest:  # cut the axis where the shorter line ends
+            notes.append(f"{other} continues to step {x[longest - 1]}, shown up to step {x[n - 1]}")
+        else:  # a line of a step or two: the other one alone, over its whole length
+            if short not in data["nonfinite"]:
+                notes.append(f"{short} stops at step {x[n - 1]} (not drawn)")
+            del lines[short]
+    notes = [n for n in notes if n]
+    x = x[: min(len(v) for v in lines.values())]
+    lines = {side: v[: len(x)] for side, v in lines.items()}
+    identical = len(lines) == 2 and lines["baseline"] == lines["current"]
+    if identical:
+        del lines["current"]
     label = _mermaid_label(name)
-    order = [s for s in ("baseline", "current") if s in data["lines"]]
+    seconds = bool(re.search(r"(^|[/_])(step_)?time(_s)?$|_s$", name))
+    factor, suffix = _si_scale((v for vs in lines.values() for v in vs), seconds)
+    unit = f" ({suffix})" if suffix else ""
+    order = [s for s in ("baseline", "current") if s in lines]
     palette = ", ".join({"baseline": "#9e9e9e", "current": "#d62728"}[s] for s in order)
-    xs = ", ".join(f'"{s}"' for s in data["x"])
+    # Steps 1, 2, ..., n need no x-axis: Mermaid numbers the points 1..n itself (and its range syntax,
+    # `1 --> n`, would hold an HTML comment's end). Other steps are listed.
+    listed = x != list(range(1, len(x) + 1))
     body = [
         '%%{init: {"themeVariables": {"xyChart": {"plotColorPalette": "' + palette + '"}}}}%%',
         "xychart-beta",
-        f'    title "{label}"',
-        f'    x-axis "step" [{xs}]',
-        f'    y-axis "{label}"',
+        f'    title "{_mermaid_label(label + unit, 70)}"',
     ]
-    body += [f"    line [{', '.join(_mermaid_num(v) for v in data['lines'][s])}]" for s in order]
-    legend = " · ".join({"baseline": "grey: baseline", "current": "red: current"}[s] for s in order)
-    notes = [f"{side} is NaN/Inf from step {step} (not drawn)" for side, step in sorted(data["nonfinite"].items())]
+    if listed:
+        body.append('    x-axis "step" [' + ", ".join(f'"{s}"' for s in x) + "]")
+    body += [f"    line [{', '.join(_mermaid_num(v / factor) for v in lines[s])}]" for s in order]
+    if identical:
+        legend = "grey: current, identical to baseline"
+    else:
+        legend = " · ".join({"baseline": "grey: baseline", "current": "red: current"}[s] for s in order)
+    if not listed:
+        legend = f"steps 1–{len(x)}; {legend}"
     return {"name": name, "code": code_block("\n".join(body), "mermaid"), "legend": legend, "notes": notes,
-            "points": len(data["x"])}
+            "points": len(x), "identical": identical}
 
 
 def chart_metrics(curves: Mapping[str, Any]) -> list[str]:
@@ -578,15 +684,19 @@ def _side_view(side: Mapping | None) -> dict | None:
     return view
 
 
-def config_path(comparison: Mapping, override: str | None = None) -> str:
-    """The file annotations point at: given, the run's config path, or the config's shipped name."""
-    if override:
-        return str(override)
-    current = comparison.get("current") or {}
-    for key in ("config_path",):
-        if current.get(key):
-            return str(current[key])
-    return f"configs/{clean_text(current.get('config_name') or 'canary', 100)}.yaml"
+def config_path(comparison: Mapping, override: str | None = None) -> str | None:
+    """The config file in the user's repository that annotations point at: the one given, else the run's
+    own `config_path` when it is relative to the repository; None when there is none (a shipped config,
+    a path on the runner), and then annotations name no file."""
+    candidates = [override, (comparison.get("current") or {}).get("config_path")]
+    for path in candidates:
+        if isinstance(path, str) and path.strip():
+            text = path.strip().replace("\\", "/")
+            if override is not None and path is override:
+                return text
+            if not text.startswith("/") and not re.match(r"^[A-Za-z]:/", text) and ".." not in text.split("/"):
+                return text
+    return None
 
 
 def _decoded(comparison: Mapping) -> dict:
@@ -608,15 +718,22 @@ def build_view(comparison: Mapping, *, run_url: str | None = None, artifact_url:
     equivalence = [_equivalence_row(ch) for ch in checks if ch.get("category") == "equivalence"]
     judged = [ch for ch in active if ch.get("category") == "equivalence"]
     curves = c.get("curves") or {}
-    charts = [ch for ch in (mermaid_chart(name, curves[name]) for name in chart_metrics(curves)) if ch]
+    charts = [ch for ch in (mermaid_chart(name, curves[name]) for name in chart_order(curves, active)) if ch]
     metrics = [{"name": k, **(v or {})} for k, v in sorted((c.get("metrics") or {}).items())]
     for row in metrics:
         row.setdefault("baseline", None)
         row.setdefault("current", None)
         b, cur = row["baseline"], row["current"]
         row["change"] = ((cur - b) / abs(b) if _finite(b) and _finite(cur) and b != 0 else None)
+        # From a near-zero baseline a percentage says little: the absolute difference instead.
+        row["change_text"] = (fmt_pct(row["change"]) if row["change"] is not None and abs(row["change"]) < ABSOLUTE_ABOVE
+                              else fmt_signed(cur - b) if _finite(b) and _finite(cur) and cur != b else Md("—"))
     env = c.get("environment") or {"same_hardware": True, "changes": []}
-    return {
+    # The lines under the heading; an equivalence class says its own in the Equivalence table.
+    flagged = [ch for ch in regression + health if ch.get("status") in ("fail", "warn")]
+    flagged.sort(key=lambda ch: STATUS_ORDER.get(ch.get("status"), 9))
+    check_ids = {ch.get("id") for ch in checks}
+    view = {
         "c": c,
         "verdict": verdict,
         "icon": icon,
@@ -648,7 +765,51 @@ def build_view(comparison: Mapping, *, run_url: str | None = None, artifact_url:
         "marker": Md(marker(current["config_name"])),
         "ab": _ab_view(c.get("ab")),
         "selection": _selection_text(c.get("baseline_selection")),
+        "flagged": flagged,
+        "skipped_by_reason": _by_reason(ch for ch in checks if ch.get("status") == "skip"),
+        "improvements": [ch for ch in regression + health if improved(ch)],
+        "passing": [ch for ch in regression + health if ch.get("status") == "pass"],
+        "causes": [_cause_view(d, check_ids, flagged) for d in sorted(
+            ({"checks": [], "evidence": [], "next_steps": [], **d} for d in c.get("diagnosis") or []),
+            key=lambda d: d.get("rank", 0))],
+        "brief": False,
+        # The config diff in one line when it is short (at most 4 settings); the run.config finding says it.
+        "config_line": Md(" · ".join(f"{escape_md(d.get('path'), 120)}: {fmt_yaml(d.get('baseline'), 80)} → "
+                                     f"{fmt_yaml(d.get('current'), 80)}" for d in c.get("config_diff") or [])
+                          ) if 0 < len(c.get("config_diff") or []) <= 4 else Md(""),
+        "config_flagged": any(ch.get("id") == "run.config" for ch in flagged),
     }
+    view["headline"] = headline(view)
+    return view
+
+
+_PERCENT = re.compile(r"[+-]\d[\d,]*(?:\.\d+)?%")
+
+
+def _by_reason(checks: Iterable[Mapping]) -> list[tuple[str, list[str]]]:
+    """Skipped checks grouped by their reason, each reason once, in the order first seen."""
+    groups: dict[str, list[str]] = {}
+    for ch in checks:
+        groups.setdefault(clean_text(ch.get("reason") or "no reason given"), []).append(ch.get("title") or ch.get("id"))
+    return list(groups.items())
+
+
+def _cause_view(cause: Mapping, check_ids: set, flagged: Iterable[Mapping]) -> dict:
+    """A likely cause without what the findings already say: evidence that repeats a check's reason
+    (`rl.dpo.margins: late mean ...`) or a flagged check's change (`median step time +361% (...)`) is left out."""
+    changes = [ch["change"] * 100 for ch in flagged if _finite(ch.get("change")) and _relative(ch)]
+
+    def repeats(e: Any) -> bool:
+        if not isinstance(e, str):
+            return False
+        if e.startswith("config changed:"):  # the config diff is shown once, on its own
+            return True
+        if e.split(":", 1)[0] in check_ids:
+            return True
+        shown = [float(p.rstrip("%").replace(",", "")) for p in _PERCENT.findall(e)]
+        return any(abs(p - c) <= max(0.051, abs(c) * 0.001) for p in shown for c in changes)
+
+    return {**cause, "evidence": [e for e in cause.get("evidence") or [] if not repeats(e)]}
 
 
 def _selection_text(selection: Any) -> str:
@@ -702,6 +863,225 @@ def _ab_view(ab: Any) -> dict | None:
     return {"new": bool(ab.get("new_canary")), "pairs": pairs if isinstance(pairs, int) else 0,
             "base": commit(ab.get("base")), "head": commit(ab.get("head")), "stopped": str(ab.get("stopped") or ""),
             "ratios": ratios("step_time"), "memory_ratios": ratios("memory")}
+
+
+# ----------------------------------------------------------------------------------- findings
+_ABS_PATH = re.compile(r"(?<![\w.~/-])(?:/[\w.@+-]+){2,}/?")
+_ARROW_VALUE = re.compile(r"(->|→)(\s*)(True|False|None)\b|\b(True|False|None)(\s*)(?=->|→)")
+_YAML = {"True": "true", "False": "false", "None": "null"}
+
+
+def _local_path(m: re.Match) -> str:
+    """A runner-local absolute path, as the reader can find it: a file by its name, a folder as the run's output."""
+    last = m.group().rstrip("/").rsplit("/", 1)[-1]
+    return last if "." in last.strip(".") else "the run's output"
+
+
+def prose(value: Any, max_chars: int | None = None) -> Md:
+    """A sentence the canary wrote (a reason, evidence, a next step) for a reader: no runner-local absolute
+    paths, no backticks (they would show as \\`), `->` as →, Python's True/False/None as YAML's, escaped."""
+    return escape_md(prose_text(value), max_chars)
+
+
+def prose_text(value: Any, max_chars: int | None = None) -> str:
+    """`prose` as plain text (annotations, titles)."""
+    text = _ABS_PATH.sub(_local_path, clean_text(value))
+    text = text.replace("`", "")
+    text = _ARROW_VALUE.sub(lambda m: (m.group(1) + m.group(2) + _YAML[m.group(3)]) if m.group(1)
+                            else _YAML[m.group(4)] + m.group(5), text)
+    return clean_text(text.replace(" -> ", " → "), max_chars)
+
+
+def fmt_yaml(value: Any, max_chars: int = 200) -> Md:
+    """A config value in YAML spelling: true, null, 1e20, [a, b], {k: v}; strings as they are."""
+    if _is_num(value) and not isinstance(value, bool):
+        return fmt_num(value, 6)
+    return escape_md(value if isinstance(value, str) else _yaml_plain(value), max_chars)
+
+
+def _yaml_plain(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if _is_num(value):
+        return str(fmt_num(value, 6))
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {_yaml_plain(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_yaml_plain(v) for v in value) + "]"
+    return str(value)
+
+
+def short_hash(value: Any) -> Md:
+    """A git SHA or `sha256:` digest cut to 12 hex digits."""
+    if not isinstance(value, str) or not value:
+        return fmt_json(value)
+    m = re.fullmatch(r"(?:(\w+):)?([0-9a-fA-F]{13,})", value)
+    if not m:
+        return escape_md(value, 80)
+    return escape_md((f"{m.group(1)}:" if m.group(1) else "") + m.group(2)[:12])
+
+
+def short_title(check: Mapping) -> str:
+    """A check's title inside a sentence: `Step time (median)` -> `step time`; `NaN / Inf`, `KL ...` kept."""
+    title = re.sub(r"\s*\([^)]*\)\s*$", "", clean_text(check.get("title") or check.get("id") or "check", 80))
+    first = title.split(" ", 1)[0]
+    return (title[0].lower() + title[1:]) if first[1:] == first[1:].lower() else title
+
+
+def _limit_value(check: Mapping) -> float | None:
+    """The change a relative threshold allows, signed the way a regression goes."""
+    t, direction = check.get("threshold"), check.get("direction")
+    if not _finite(t) or check.get("threshold_kind", "relative") != "relative":
+        return None
+    return {"lower_is_better": abs(t), "higher_is_better": -abs(t)}.get(direction)
+
+
+def inconclusive(check: Mapping) -> bool:
+    """A change past its limit whose interval reaches back inside it."""
+    limit, ci = _limit_value(check), check.get("ci")
+    if limit is None or not ci or len(ci) != 2 or not all(_finite(v) for v in ci):
+        return False
+    return min(ci) < limit < max(ci)
+
+
+def improved(check: Mapping) -> bool:
+    """A passing check that moved the good way by more than its limit, the whole interval with it."""
+    limit, change = _limit_value(check), check.get("change")
+    if check.get("status") != "pass" or limit is None or not _finite(change) or limit == 0:
+        return False
+    ci = check.get("ci") if check.get("ci") and all(_finite(v) for v in check["ci"]) else [change, change]
+    return (max(ci) < -limit) if limit > 0 else (min(ci) > -limit)
+
+
+def _change_or_value(check: Mapping, with_ci: bool) -> str:
+    """`step time +361% (95% CI +292…+405%)`, `KL to the reference +14.2 nats`, `NaN / Inf 290`."""
+    name = escape_md(short_title(check))
+    change = check.get("change")
+    if change is not None and _is_num(change) and math.isfinite(change):
+        text = fmt_pct(change) if _relative(check) else fmt_signed(_abs_change(check), check.get("unit"))
+        ci = fmt_ci(check) if with_ci else ""
+        return f"{name} {text}" + (f" ({ci})" if ci else "")
+    if check.get("current") is not None:
+        return f"{name} {fmt_unit(check.get('current'), check.get('unit'))}"
+    return f"{name} {check.get('status')}ed" if check.get("status") == "fail" else f"{name} warned"
+
+
+def _stop_text(side: Mapping, total: Any) -> str:
+    """`interrupted at step 11/30 (SIGTERM)`, `crashed at step 12/30 (OutOfMemoryError)`."""
+    steps = side.get("steps_completed")
+    where = f" at step {steps}/{total}" if steps is not None and total else (f" at step {steps}" if steps is not None
+                                                                             else "")
+    err = side.get("error") or {}
+    signal = re.search(r"\bSIG[A-Z]{2,6}\b", str(err.get("message") or ""))
+    why = signal.group() if signal else clean_text(err.get("type") or "", 60)
+    return f"{side.get('status')}{where}" + (f" ({why})" if why else "")
+
+
+def _pass_numbers(checks: list[Mapping], curves: Mapping) -> list[str]:
+    """A pass in one line: step time with its interval, memory, and whether the loss curve is identical."""
+    parts = []
+    by_id = {ch.get("id"): ch for ch in checks}
+    step = by_id.get("perf.step_time")
+    if step and step.get("change") is not None:
+        parts.append(_change_or_value(step, True))
+    memory = next((ch for ch in checks if ch.get("category") == "memory" and _finite(ch.get("change"))), None)
+    if memory:
+        parts.append("memory " + (fmt_pct(memory["change"]) if _relative(memory)
+                                  else fmt_signed(_abs_change(memory), memory.get("unit"))))
+    loss = by_id.get("correctness.loss_curve")
+    if loss and loss.get("status") == "pass":
+        parts.append("loss curve identical" if curve_identical(curves.get(loss.get("metric") or "loss"))
+                     else f"loss curve within {fmt_threshold(loss)}")
+    return parts
+
+
+def curve_identical(curve: Any) -> bool:
+    """Baseline and current hold the same values at the same steps (a run against itself, a deterministic rerun)."""
+    if not isinstance(curve, Mapping) or not curve.get("baseline") or not curve.get("current"):
+        return False
+    b, c = curve["baseline"], curve["current"]
+    return list(b.get("step") or []) == list(c.get("step") or []) and \
+        decode(list(b.get("value") or [])) == decode(list(c.get("value") or [])) and bool(b.get("step"))
+
+
+def headline(view: Mapping) -> Md:
+    """The heading that names the finding: what failed and by how much, the crash, or a pass's key numbers."""
+    cur, name = view["current"], escape_md(view["current"]["config_name"], 100)
+    total = (view["baseline"] or {}).get("steps_completed")
+    if cur["crashed"]:
+        return Md(f"💥 {name}: {escape_md(_stop_text(cur, total))}")
+    flagged = view["failed"] or view["warned"]
+    flagged = [ch for ch in flagged if ch.get("id") != "run.status"]
+    icon = view["icon"]
+    if flagged:
+        parts = [_change_or_value(ch, i == 0) for i, ch in enumerate(flagged[:3])]
+        more = len(flagged) - 3
+        return Md(f"{icon} {name}: " + ", ".join(parts) + (f" and {more} more" if more > 0 else ""))
+    if view["no_baseline"]:
+        what = view["checked_alone"] or "its own checks"
+        return Md(f"{icon} {name}: no baseline yet; {escape_md(what)} passed on this run alone")
+    parts = _pass_numbers(view["regression"] + view["health"], view["c"].get("curves") or {})
+    return Md(f"{icon} {name}: " + (", ".join(parts) if parts else f"{view['counts']['pass']} checks passed"))
+
+
+def finding(check: Mapping, markdown: bool = True) -> Md | str:
+    """One line per flagged check, each number once: `❌ **Step time** 17.5 ms → 80.7 ms (**+361%**, 95% CI
+    +292…+405%, limit +20%, n=25/25)`; the reason only where the numbers do not say it (no interval)."""
+    b, cur, unit = check.get("baseline"), check.get("current"), check.get("unit")
+    bold = (lambda t: f"**{t}**") if markdown else (lambda t: t)
+    values = ""
+    if cur is not None:
+        values = f"{fmt_unit(b, unit)} → {fmt_unit(cur, unit)}" if b is not None else f"{fmt_unit(cur, unit)}"
+    inside = []
+    change = check.get("change")
+    if change is not None and check.get("change_kind") == "relative" or _finite(change):
+        text = fmt_pct(change) if _relative(check) else fmt_signed(_abs_change(check), unit)
+        if text != "—":
+            inside.append(bold(text))
+    ci = fmt_ci(check)
+    if ci:
+        inside.append(ci)
+    if fmt_threshold(check) != "—":
+        inside.append(f"limit {fmt_threshold(check)}")
+    if check.get("n_baseline") and check.get("n_current") and ci:
+        inside.append(f"n={check['n_baseline']}/{check['n_current']}")
+    if check.get("step") is not None:
+        inside.append(f"from step {check['step']}")
+    if inconclusive(check):
+        inside.append("not conclusive")
+    if markdown:
+        title = escape_md(check.get("title") or check.get("id"), 120)
+        icon = "🚀" if improved(check) else STATUS_ICON.get(check.get("status"), "")
+        line = f"{icon} **{title}**"
+    else:
+        line = ""
+    line = (line + " " + values).strip() if values else line
+    if inside:
+        line += f" ({', '.join(inside)})"
+    if not ci and check.get("reason"):
+        reason = prose(check["reason"], 300) if markdown else prose_text(check["reason"], 300)
+        line = f"{line}: {reason}" if line else reason
+    return Md(line) if markdown else line.strip()
+
+
+def chart_order(curves: Mapping[str, Any], checks: Iterable[Mapping] = ()) -> list[str]:
+    """The curves behind the failing checks first (KL and entropy for a KL failure, step time for a
+    slowdown), then the warning ones', then loss, then the reward: at most CHARTS of them."""
+    chosen: list[str] = []
+    checks = list(checks)
+    loss = chart_metrics(curves)[:1]
+    for status in ("fail", "warn"):
+        for ch in checks:
+            metric = ch.get("metric")
+            if ch.get("status") == status and metric in curves and metric not in chosen and \
+                    (status == "fail" or metric not in loss):
+                chosen.append(metric)
+    for name in chart_metrics(curves)[: None if chosen or not checks else 1]:  # nothing flagged: loss alone
+        if name not in chosen:
+            chosen.append(name)
+    return chosen[:CHARTS]
 
 
 # ------------------------------------------------------------------------------------- render
@@ -762,6 +1142,7 @@ def render_comment(comparison: Mapping, *, run_url: str | None = None, artifact_
                    report_path: str | None = None, limit: int = COMMENT_LIMIT) -> str:
     """The sticky PR comment: starts with `marker(config_name)`, at most `limit` characters."""
     view = build_view(comparison, run_url=run_url, artifact_url=artifact_url, report_path=report_path)
+    view["brief"] = True  # the first cause only, no metric list or environment table: those are in the report
     return _fit("comment.md.j2", view, limit, keep_head=view["marker"])
 
 
@@ -780,32 +1161,21 @@ def render_markdown(comparison: Mapping, *, run_url: str | None = None, artifact
     return _render("report.md.j2", view, {s: True for s in TRIM_ORDER}, [])
 
 
-def annotations(comparison: Mapping, path: str) -> list[dict]:
-    """Check-run annotations: one per failed (failure) or warned (warning) check, on the config file.
+def annotations(comparison: Mapping, path: str | None) -> list[dict]:
+    """Check-run annotations: one line per failed (failure) or warned (warning) check, on the config file
+    `path` (None or '': no file; the caller then drops them from a check run, which needs one).
 
     Annotations are plain text on GitHub, so they need no markdown escaping, only clean lines.
     """
     c = _decoded(comparison)
     notes = []
-    for ch in _sort_checks(c.get("checks") or []):
+    for ch in _sort_checks(_check_view(ch) for ch in c.get("checks") or []):
         level = {"fail": "failure", "warn": "warning"}.get(ch.get("status"))
         if not level:
             continue
-        parts = []
-        if ch.get("change") is not None:
-            parts.append(f"change {fmt_change(ch)}")
-        elif ch.get("current") is not None:
-            parts.append(f"value {fmt_unit(ch.get('current'), ch.get('unit'))}")
-        if fmt_threshold(ch) != "—":
-            parts.append(f"threshold {fmt_threshold(ch)}")
-        if ch.get("step") is not None:
-            parts.append(f"first at step {ch['step']}")
-        detail = ", ".join(parts)
-        message = clean_text(ch.get("reason") or "", ANNOTATION_MESSAGE_LIMIT)
-        if detail:
-            message = f"{message} ({detail})" if message else detail
+        message = clean_text(finding(ch, markdown=False), ANNOTATION_MESSAGE_LIMIT)
         notes.append({
-            "path": path, "start_line": 1, "end_line": 1, "annotation_level": level,
+            "path": path or "", "start_line": 1, "end_line": 1, "annotation_level": level,
             "title": clean_text(f"{ch.get('status')}: {ch.get('title') or ch.get('id')}", ANNOTATION_TITLE_LIMIT),
             "message": message or clean_text(ch.get("title") or ch.get("id") or "check", ANNOTATION_MESSAGE_LIMIT),
         })
@@ -813,7 +1183,7 @@ def annotations(comparison: Mapping, path: str) -> list[dict]:
     if current.get("status") not in (None, "completed") and not any(n["annotation_level"] == "failure" for n in notes):
         err = current.get("error") or {}
         what = clean_text(f"{err.get('type') or ''}: {err.get('message') or ''}".strip(": "), ANNOTATION_MESSAGE_LIMIT)
-        notes.insert(0, {"path": path, "start_line": 1, "end_line": 1, "annotation_level": "failure",
+        notes.insert(0, {"path": path or "", "start_line": 1, "end_line": 1, "annotation_level": "failure",
                          "title": f"the canary run {current.get('status')}",
                          "message": what or f"the run {current.get('status')} before it finished"})
     return notes
@@ -843,7 +1213,9 @@ def render_check(comparison: Mapping, *, config_path_override: str | None = None
         "title": check_title(comparison),
         "summary": summary,
         "text": text,
-        "annotations": annotations(comparison, config_path(comparison, config_path_override)),
+        # A check run's annotation needs a file: with no config file in the repository, none (the
+        # summary holds every finding).
+        "annotations": annotations(comparison, path) if (path := config_path(comparison, config_path_override)) else [],
     }
 
 
