@@ -62,3 +62,19 @@ def test_a_bad_file_among_several_is_named_exit_2(tmp_path, capsys):
     bad.write_text("{not json")
     code, out, err = run([*paths[:2], bad], capsys)
     assert code == 2 and out == "" and str(bad) in err and "not valid JSON" in err
+
+
+def test_hostile_config_names_stay_inert_in_the_matrix():
+    from canary_runner.report_matrix import MatrixEntry, render_matrix
+
+    from .conftest import load_fixture
+    from .mdcheck import inertness_problems
+
+    entries = [MatrixEntry("canary-hostile", load_fixture("handmade-hostile"), artifact_url=LINKS["artifact_url"]),
+               MatrixEntry("canary-pass", load_fixture("handmade-pass")),
+               MatrixEntry("<img src=x> [x](http://evil.example) @org/team", error="not valid JSON `rm -rf` **b**")]
+    text = render_matrix(entries, "comment", run_url=LINKS["run_url"])
+    marker, _, body = text.partition("\n")
+    assert marker == matrix_marker() and "<!-- rlhf-canary:" not in body  # no config's marker, no forged one
+    assert inertness_problems(body, links={LINKS["run_url"], LINKS["artifact_url"]}) == []
+    assert "@org/team" in visible_text(body).replace("\u200b", "")  # shown, as text
