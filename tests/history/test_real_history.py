@@ -1,7 +1,7 @@
 """A real history, end to end: a scripted sequence of commits in a temporary git repository, a real
 embedded canary run at each, each pushed to a path: store with `canary baseline push --keep-history N`.
-Five consecutive commits each add 2% step time (a TrainerCallback in the repository that sleeps a fixed
-time per step, so the scripted part dominates the machine's noise). Every PR comparison of a commit with
+Five consecutive commits each add 2% step time (a TrainerCallback in the repository that paces the steps
+with a sleep, so the scripted part dominates the machine's noise). Every PR comparison of a commit with
 its parent passes (perf.step_time stays within its 20% limit), and `canary history analyze` reports the
 drift over those five commits all the same."""
 
@@ -19,15 +19,16 @@ from canary_runner.config import load_config
 from canary_runner.plugins import use_workspace
 from canary_runner.runner import run
 
-# Each step is padded to BASE_STEP_S by the repository's callback: the embedded step's own compute
-# (~0.03 s idle, up to ~0.15 s on this 2-core machine shared with other jobs) hides under the pad, so
-# the scripted +2% per commit is not drowned by the machine's 5-15% run-to-run noise.
+# The repository's callback paces the steps at one per BASE_STEP_S: the embedded step's own compute
+# (~0.05 s; up to ~0.15 s on this 2-core machine shared with other jobs) hides under the pad, so the
+# scripted +2% per commit is not drowned by the machine's 5-15% run-to-run noise (measured with the
+# pacing: 0.2-0.3% between runs at a load average of 4.5).
 BASE_STEP_S = 0.2
 STEPS = 6             # 2 warm-up steps left out of the timing, 4 timed
 FLAT_BEFORE, DRIFTING, FLAT_AFTER = 3, 5, 3
 DRIFT_PER_COMMIT = 0.02
 
-CALLBACK = '''"""This project's training step, as the test scripts it: each step lasts STEP_S (padded by a sleep)."""
+CALLBACK = '''"""This project's training step, as the test scripts it: a step every STEP_S (padded by a sleep)."""
 import time
 
 from transformers import TrainerCallback
@@ -36,12 +37,16 @@ STEP_S = {step_s!r}
 
 
 class StepCost(TrainerCallback):
+    # A metronome, not a fixed sleep after each step: a step that ends late (on a loaded machine a
+    # sleep can overrun by a 4 ms scheduler tick) makes the next one shorter, so the median is STEP_S.
+    # A step whose own work overran is not caught up on (by more than 10 ms): it would shorten the rest.
     def on_train_begin(self, args, state, control, **kwargs):
-        self.last = time.perf_counter()
+        self.next = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        time.sleep(max(0.0, self.last + STEP_S - time.perf_counter()))
-        self.last = time.perf_counter()
+        target, now = self.next + STEP_S, time.perf_counter()
+        self.next = target if now <= target + 0.01 else now
+        time.sleep(max(0.0, self.next - now))
 '''
 
 CONFIG = f"""name: dpo_history
