@@ -17,8 +17,8 @@ How (docs/history.md, "Change points", has the measurements behind each number):
    *drift* (reported from its first to its last moved commit), otherwise each boundary is a *step*.
 5. A change is reported when its p-value is below `alpha` and its size at least `min_change` of the level.
    significance is a two-sided p-value: steps, Welch's t-test of the segment before against the segment
-   after (standard deviations floored at the noise); drift, the Mann-Kendall trend test over the window
-   (Kendall's tau of value against commit order).
+   after (standard deviations floored at the noise); drift, the t-test of the ramp's height in its
+   least-squares fit (residual sd floored at the noise; the ramp's ends taken as fitted, so optimistic).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class ChangePoint:
     before: float        # mean of the segment before the change
     after: float         # mean of the segment after
     change: float | None  # (after - before) / |before|; None when before is 0
-    significance: float  # two-sided p-value (steps: Welch's t-test; drift: Mann-Kendall)
+    significance: float  # two-sided p-value (steps: Welch's t-test; drift: t-test of the ramp's height)
     kind: str            # "step" | "drift"
     last_commit: str = ""  # drift: the last commit of the ramp (a step: == commit)
     last_index: int = -1
@@ -140,10 +140,19 @@ def _welch_p(a: np.ndarray, b: np.ndarray, sigma: float) -> float:
     return p if math.isfinite(p) else 1.0
 
 
-def _kendall_p(x: np.ndarray) -> float:
-    if len(x) < 3 or np.all(x == x[0]):
+def _ramp_p(x: np.ndarray, t1: int, t2: int, sigma: float) -> float:
+    """Two-sided p-value of the ramp's height (t-test of the slope of x on the ramp shape, least squares;
+    residual sd floored at the noise). Given t1 and t2 as fitted, so somewhat optimistic."""
+    m = len(x)
+    g = np.clip((np.arange(m) - t1) / (t2 - t1), 0.0, 1.0)
+    gc = g - g.mean()
+    sgg = float((gc ** 2).sum())
+    if m < 4 or sgg <= 0:
         return 1.0
-    p = float(stats.kendalltau(np.arange(len(x)), x).pvalue)
+    height = float(gc @ (x - x.mean())) / sgg
+    resid = x - x.mean() - height * gc
+    s2 = max(float((resid ** 2).sum()) / (m - 2), sigma ** 2)
+    p = float(2 * stats.t.sf(abs(height) / math.sqrt(s2 / sgg), m - 2))
     return p if math.isfinite(p) else 1.0
 
 
@@ -183,7 +192,7 @@ def detect_series(x: np.ndarray, settings: Settings | None = None) -> list[dict]
         if sse_r + 4 * math.log(m) < bic_steps:
             before, after = x[lo:lo + t1 + 1], x[lo + t2:hi]
             found.append({"kind": "drift", "start": lo + t1 + 1, "end": lo + t2, "before": float(before.mean()),
-                          "after": float(after.mean()), "significance": _kendall_p(x[lo:hi])})
+                          "after": float(after.mean()), "significance": _ramp_p(x[lo:hi], t1, t2, sigma)})
             continue
         seg = [lo, *g, hi]
         for a, c, b in zip(seg, seg[1:], seg[2:]):
