@@ -166,6 +166,13 @@ def code_block(text: Any, lang: str = "", max_lines: int | None = None) -> Md:
     return Md(f"{fence}{lang}\n{body}\n{fence}")
 
 
+def traceback_block(text: Any, max_lines: int = 40) -> Md:
+    """A traceback as a code block: its last `max_lines` lines, installed packages' paths cut to
+    `…/site-packages/` (the runner's virtualenv says nothing to the reader)."""
+    short = re.sub(r'File "[^"\n]*?/((?:site|dist)-packages)/', r'File "…/\1/', str(text))
+    return code_block(short, "text", max_lines)
+
+
 def safe_url(url: Any) -> str | None:
     """An http(s) URL fit for a markdown link destination, or None."""
     if not url:
@@ -436,6 +443,7 @@ def environment():
         "pct": fmt_pct,
         "signed": fmt_signed,
         "change": fmt_change,
+        "change_only": lambda check: fmt_change({**check, "ci": None}),
         "threshold": fmt_threshold,
         "status": fmt_status,
         "jsonv": fmt_json,
@@ -445,6 +453,7 @@ def environment():
         "finding": finding,
         "ci": fmt_ci,
         "code": code_block,
+        "traceback": traceback_block,
         "link": link,
         "md": Md,  # the template's own markup, never data
     })
@@ -554,12 +563,28 @@ def _mermaid_label(text: Any, max_chars: int = 60) -> str:
     return re.sub(r" {2,}", " ", kept).strip() or "metric"
 
 
-def _mermaid_num(v: float) -> str:
-    """3 significant digits: what a chart a few hundred pixels high can show."""
-    text = f"{v:.3g}"
-    if "e" in text:
-        text = f"{v:.12f}".rstrip("0").rstrip(".") or "0"
-    return text
+def _mermaid_num(v: float, quantum: float | None = None) -> str:
+    """`v` rounded to `quantum` (1% of the chart's span, what a chart a few hundred pixels high can
+    show), else to 3 significant digits; never in exponent notation, which Mermaid does not read."""
+    if quantum:
+        decimals = max(0, -math.floor(math.log10(quantum)))
+        text = f"{round(v / quantum) * quantum:.{decimals}f}"
+    else:
+        text = f"{v:.3g}"
+        if "e" in text:
+            text = f"{v:.12f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+def _quantum(values: list[float]) -> float | None:
+    """A power of ten about 1% of the values' span (None for a flat line: 3 significant digits)."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    span = max(finite, default=0.0) - min(finite, default=0.0)
+    if span <= 0:
+        return None
+    return 10.0 ** math.floor(math.log10(span / 100))
 
 
 _SI = ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"))
@@ -624,7 +649,8 @@ def mermaid_chart(name: str, curve: Mapping, points: int = CHART_POINTS) -> dict
     ]
     if listed:
         body.append('    x-axis "step" [' + ", ".join(f'"{s}"' for s in x) + "]")
-    body += [f"    line [{', '.join(_mermaid_num(v / factor) for v in lines[s])}]" for s in order]
+    quantum = _quantum([v / factor for s in order for v in lines[s]])
+    body += [f"    line [{', '.join(_mermaid_num(v / factor, quantum) for v in lines[s])}]" for s in order]
     if identical:
         legend = "grey: current, identical to baseline"
     else:
@@ -705,7 +731,8 @@ def _decoded(comparison: Mapping) -> dict:
 
 
 def build_view(comparison: Mapping, *, run_url: str | None = None, artifact_url: str | None = None,
-               report_path: str | None = None, plots: Iterable[tuple[str, str]] = ()) -> dict:
+               report_path: str | None = None, plots: Iterable[tuple[str, str]] = (),
+               chart_points: int = CHART_POINTS) -> dict:
     """The template context: the comparison sorted, grouped and pre-formatted where Python does it better."""
     c = _decoded(comparison)
     verdict = c["verdict"]
@@ -718,7 +745,8 @@ def build_view(comparison: Mapping, *, run_url: str | None = None, artifact_url:
     equivalence = [_equivalence_row(ch) for ch in checks if ch.get("category") == "equivalence"]
     judged = [ch for ch in active if ch.get("category") == "equivalence"]
     curves = c.get("curves") or {}
-    charts = [ch for ch in (mermaid_chart(name, curves[name]) for name in chart_order(curves, active)) if ch]
+    charts = [ch for ch in (mermaid_chart(name, curves[name], chart_points) for name in chart_order(curves, active))
+              if ch]
     metrics = [{"name": k, **(v or {})} for k, v in sorted((c.get("metrics") or {}).items())]
     for row in metrics:
         row.setdefault("baseline", None)
@@ -1068,20 +1096,18 @@ def finding(check: Mapping, markdown: bool = True) -> Md | str:
 
 def chart_order(curves: Mapping[str, Any], checks: Iterable[Mapping] = ()) -> list[str]:
     """The curves behind the failing checks first (KL and entropy for a KL failure, step time for a
-    slowdown), then the warning ones', then loss, then the reward: at most CHARTS of them."""
-    chosen: list[str] = []
+    slowdown; the warning ones' when nothing failed), then loss: at most CHARTS of them."""
     checks = list(checks)
-    loss = chart_metrics(curves)[:1]
+    loss = chart_metrics(curves)[:1]  # loss, or the reward where no loss is logged
+    chosen: list[str] = []
     for status in ("fail", "warn"):
         for ch in checks:
             metric = ch.get("metric")
-            if ch.get("status") == status and metric in curves and metric not in chosen and \
-                    (status == "fail" or metric not in loss):
+            if ch.get("status") == status and metric in curves and metric not in chosen + loss:
                 chosen.append(metric)
-    for name in chart_metrics(curves)[: None if chosen or not checks else 1]:  # nothing flagged: loss alone
-        if name not in chosen:
-            chosen.append(name)
-    return chosen[:CHARTS]
+        if chosen:
+            break
+    return chosen[: CHARTS - len(loss)] + loss
 
 
 # ------------------------------------------------------------------------------------- render

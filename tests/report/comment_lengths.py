@@ -21,7 +21,7 @@ CASES = {  # case: fixtures (hand-made and from real runs)
     "no baseline": ["handmade-no-baseline", "real-dpo-no-baseline", "real-ppo-no-baseline"],
 }
 BEFORE = {"handmade-pass": 4907, "real-dpo-self": 5478, "handmade-speed": 5867, "handmade-fail": 5907,
-          "real-dpo-nan": 10721, "handmade-ppo-kl": 5594, "handmade-crashed": 5608, "real-dpo-crashed": 9032,
+          "real-dpo-nan": 10721, "handmade-ppo-kl": 5612, "handmade-crashed": 5608, "real-dpo-crashed": 9032,
           "handmade-interrupted": 4966, "handmade-no-baseline": 3672, "real-dpo-no-baseline": 4135,
           "real-ppo-no-baseline": 4535}
 

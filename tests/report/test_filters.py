@@ -212,6 +212,6 @@ def test_mermaid_y_axis_gets_an_si_suffix():
     chart = report.mermaid_chart("step_time_s", {"baseline": None, "current": {"step": [1, 2], "value": [0.0175, 0.0807]}})
     assert 'title "step_time_s (ms)"' in chart["code"] and "line [17.5, 80.7]" in chart["code"]
     chart = report.mermaid_chart("tokens", {"baseline": None, "current": {"step": [1, 2], "value": [26020.0, 5985.0]}})
-    assert 'title "tokens (k)"' in chart["code"] and "line [26, 5.99]" in chart["code"]
+    assert 'title "tokens (k)"' in chart["code"] and "line [26, 6]" in chart["code"]
     chart = report.mermaid_chart("loss", {"baseline": None, "current": {"step": [1, 2], "value": [0.69, 0.5]}})
     assert 'title "loss"' in chart["code"]

@@ -52,7 +52,9 @@ def test_hostile_strings_are_shown_literally(fmt):
 def test_hostile_headings_and_tables_keep_their_shape():
     text = renders()["comment"]
     assert not [h for h in headings(text) if h.strip().startswith("heading")]
-    passing = [t for t in tables(text) if t.header[:2] == ["", "Check"]][0]
+    env = [t for t in tables(text) if t.header == ["Field", "Baseline", "Current"]][0]
+    assert all(len(r) == 3 for r in env.rows) and "a|b" in env.rows[0][2]  # the comment's table
+    passing = [t for t in tables(renders()["summary"]) if t.header[:2] == ["", "Check"]][0]  # the full report's
     assert len(passing.header) == 6
     assert all(len(r) == 6 for r in passing.rows)
     title = passing.rows[0][1].replace("\u200b", "")

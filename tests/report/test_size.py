@@ -125,3 +125,11 @@ def test_close_open_blocks():
     assert report._close_open_blocks("<details><summary>s</summary>\n\n| a |") == \
         "<details><summary>s</summary>\n\n| a |\n\n</details>"
     assert report._close_open_blocks("```\n<details>\n```\nok") == "```\n<details>\n```\nok"
+
+
+def test_comments_are_at_most_half_as_long_as_before_issue_16():
+    """Issue 16: for pass, speed, stability, PPO KL, crash and no-baseline the comment halves."""
+    from .comment_lengths import BEFORE, lengths
+
+    now = lengths()
+    assert {name: now[name] for name in BEFORE if now[name] > BEFORE[name] / 2} == {}
