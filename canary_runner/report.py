@@ -878,7 +878,7 @@ def _ab_view(ab: Any) -> dict | None:
     def commit(side: Any) -> str:
         side = side if isinstance(side, Mapping) else {}
         sha = side.get("sha")
-        return str(sha)[:7] if isinstance(sha, str) and sha else str(side.get("spec") or "?")
+        return str(sha)[:12] if isinstance(sha, str) and sha else str(side.get("spec") or "?")
 
     def ratios(metric: str) -> str:
         """The head/base ratio of each pair, as decided (at most 20: max-pairs may be large)."""
@@ -1215,15 +1215,14 @@ def annotations(comparison: Mapping, path: str | None) -> list[dict]:
     return notes
 
 
+def plain(markdown: str) -> str:
+    """Escaped inline markdown (our own escaping, no links or emphasis) back to the text it shows."""
+    return _html.unescape(re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", str(markdown)))
+
+
 def check_title(comparison: Mapping) -> str:
-    c = _decoded(comparison)
-    icon, word = VERDICT_TEXT.get(c["verdict"], ("", str(c["verdict"])))
-    counts = c["counts"]
-    name = clean_text(c["current"].get("config_name", ""), 100)
-    status = c["current"].get("status")
-    crash = f", run {status}" if status not in (None, "completed") else ""
-    return clean_text(f"{icon} {name} {word}: {counts['fail']} failed, {counts['warn']} warned, "
-                      f"{counts['pass']} passed{crash}", 250)
+    """The check run's title: the comment's headline as plain text (the finding, the crash, a pass's numbers)."""
+    return clean_text(plain(build_view(comparison)["headline"]), 250)
 
 
 def render_check(comparison: Mapping, *, config_path_override: str | None = None, run_url: str | None = None,

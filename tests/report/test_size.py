@@ -69,7 +69,7 @@ def test_mermaid_charts_are_downsampled():
 def test_check_output_fits():
     out = report.render_check(big_comparison(), config_path_override="ci/canary.yaml", **LINKS)
     assert len(out["summary"]) <= report.CHECK_LIMIT and len(out["text"]) <= report.CHECK_LIMIT
-    assert "failed" in out["title"]
+    assert out["title"].startswith("❌ dpo_embedded: metric 0000")
     assert "Metric 0000" in out["summary"]
     assert len(out["annotations"]) == 20
     json.dumps(out)

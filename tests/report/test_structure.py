@@ -243,7 +243,7 @@ def test_check_annotations_for_failed_and_warned_checks():
     assert {a["path"] for a in out["annotations"]} == {"configs/dpo_embedded.yaml"}
     assert out["annotations"][0]["message"] == "21.5 ms → 26.6 ms (+24%, 95% CI +18…+28%, limit +10%, n=75/75)"
     assert all("\n" not in a["message"] for a in out["annotations"])
-    assert out["title"].startswith("❌ dpo_embedded failed: 2 failed, 1 warned")
+    assert out["title"] == "❌ dpo_embedded: step time +24% (95% CI +18…+28%), throughput -19%"
 
 
 def test_annotations_point_at_the_repository_config_or_at_no_file():
