@@ -16,7 +16,7 @@ import pytest
 
 from canary_runner.cli import main as canary
 from canary_runner.config import load_config
-from canary_runner.plugins import use_workspace
+from canary_runner.plugins import WORKSPACE_ENV, use_workspace
 from canary_runner.runner import run
 
 # The repository's callback paces the steps at one per BASE_STEP_S: the embedded step's own compute
@@ -95,6 +95,8 @@ def history(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.chdir(repo)                              # the run records this repository's HEAD as its git_sha
     mp.setattr(sys, "dont_write_bytecode", True)  # the callback changes within one second: never a stale .pyc
+    mp.setattr(sys, "path", list(sys.path))      # use_workspace puts the repository first; undone after
+    mp.setenv(WORKSPACE_ENV, str(repo))
     use_workspace(repo)
     runs, shas, times = [], [], []
     t0 = time.perf_counter()
@@ -113,6 +115,7 @@ def history(tmp_path_factory):
             shas.append(git(repo, "rev-parse", "HEAD"))
     finally:
         mp.undo()
+        sys.modules.pop("stepcost", None)
     print(f"\n{len(runs)} commits in {time.perf_counter() - t0:.1f} s; step times {[round(t, 4) for t in times]}")
     return {"store": store, "runs": runs, "shas": shas, "times": times}
 
