@@ -24,7 +24,7 @@ How (docs/history.md, "Change points", has the measurements behind each number):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import ruptures
@@ -67,7 +67,6 @@ class ChangePoint:
     kind: str            # "step" | "drift"
     last_commit: str = ""  # drift: the last commit of the ramp (a step: == commit)
     last_index: int = -1
-    extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {"metric": self.metric, "commit": self.commit, "index": self.index, "before": self.before,
