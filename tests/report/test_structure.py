@@ -268,3 +268,18 @@ def test_marker():
 def test_nonfinite_numbers():
     assert report.fmt_num(math.nan) == "NaN" and report.fmt_num("Infinity") == "+Inf"
     assert report.fmt_num(-math.inf) == "-Inf" and report.fmt_num(None) == "—"
+
+
+def test_an_improvement_past_the_limit_gets_its_own_marker():
+    c = load_fixture("handmade-pass")
+    for ch in c["checks"]:
+        if ch["id"] == "perf.step_time":
+            ch.update(current=0.0151, change=-0.30, ci=[-0.35, -0.25])
+    text = report.render_comment(c)
+    assert items(text) == ["🚀 Step time (median) 21.5 ms → 15.1 ms (-30%, 95% CI -35…-25%, limit +10%, n=75/75)"]
+    assert "8 other checks passed, 1 skipped" in text
+    assert "Step time (median) +" not in visible_text(text)  # listed once, as the improvement
+    for ch in c["checks"]:
+        if ch["id"] == "perf.step_time":
+            ch.update(ci=[-0.35, 0.02])  # the interval reaches back inside the limit: not an improvement yet
+    assert not items(report.render_comment(c))
