@@ -991,9 +991,12 @@ def _change_or_value(check: Mapping, with_ci: bool) -> str:
         text = fmt_pct(change) if _relative(check) else fmt_signed(_abs_change(check), check.get("unit"))
         ci = fmt_ci(check) if with_ci else ""
         return f"{name} {text}" + (f" ({ci})" if ci else "")
+    if check.get("id") == "run.config":
+        return f"{name} changed"
+    step = f" from step {check['step']}" if check.get("step") is not None else ""
     if check.get("current") is not None:
-        return f"{name} {fmt_unit(check.get('current'), check.get('unit'))}"
-    return f"{name} {check.get('status')}ed" if check.get("status") == "fail" else f"{name} warned"
+        return f"{name} {fmt_unit(check.get('current'), check.get('unit'))}{step}"
+    return f"{name} {'failed' if check.get('status') == 'fail' else 'warned'}{step}"
 
 
 def _stop_text(side: Mapping, total: Any) -> str:
