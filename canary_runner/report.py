@@ -797,7 +797,7 @@ def build_view(comparison: Mapping, *, run_url: str | None = None, artifact_url:
         "skipped_by_reason": _by_reason(ch for ch in checks if ch.get("status") == "skip"),
         "improvements": [ch for ch in regression + health if improved(ch)],
         "passing": [ch for ch in regression + health if ch.get("status") == "pass"],
-        "causes": [_cause_view(d, check_ids, flagged) for d in sorted(
+        "causes": [_cause_view(d, check_ids, flagged, current["status"] if current["crashed"] else None) for d in sorted(
             ({"checks": [], "evidence": [], "next_steps": [], **d} for d in c.get("diagnosis") or []),
             key=lambda d: d.get("rank", 0))],
         "brief": False,
@@ -822,7 +822,7 @@ def _by_reason(checks: Iterable[Mapping]) -> list[tuple[str, list[str]]]:
     return list(groups.items())
 
 
-def _cause_view(cause: Mapping, check_ids: set, flagged: Iterable[Mapping]) -> dict:
+def _cause_view(cause: Mapping, check_ids: set, flagged: Iterable[Mapping], stopped: str | None = None) -> dict:
     """A likely cause without what the findings already say: evidence that repeats a check's reason
     (`rl.dpo.margins: late mean ...`) or a flagged check's change (`median step time +361% (...)`) is left out."""
     changes = [ch["change"] * 100 for ch in flagged if _finite(ch.get("change")) and _relative(ch)]
@@ -831,6 +831,8 @@ def _cause_view(cause: Mapping, check_ids: set, flagged: Iterable[Mapping]) -> d
         if not isinstance(e, str):
             return False
         if e.startswith("config changed:"):  # the config diff is shown once, on its own
+            return True
+        if stopped and e.startswith(f"{stopped}:"):  # the crash's error: the alert says it
             return True
         if e.split(":", 1)[0] in check_ids:
             return True
