@@ -643,7 +643,7 @@ def mermaid_chart(name: str, curve: Mapping, points: int = CHART_POINTS) -> dict
     # `1 --> n`, would hold an HTML comment's end). Other steps are listed.
     listed = x != list(range(1, len(x) + 1))
     body = [
-        '%%{init: {"themeVariables": {"xyChart": {"plotColorPalette": "' + palette + '"}}}}%%',
+        '%%{init: {"themeVariables":{"xyChart":{"plotColorPalette":"' + palette + '"}}}}%%',
         "xychart-beta",
         f'    title "{_mermaid_label(label + unit, 70)}"',
     ]
@@ -824,8 +824,11 @@ def _by_reason(checks: Iterable[Mapping]) -> list[tuple[str, list[str]]]:
 
 def _cause_view(cause: Mapping, check_ids: set, flagged: Iterable[Mapping], stopped: str | None = None) -> dict:
     """A likely cause without what the findings already say: evidence that repeats a check's reason
-    (`rl.dpo.margins: late mean ...`) or a flagged check's change (`median step time +361% (...)`) is left out."""
+    (`rl.dpo.margins: late mean ...`), a flagged check's metric (`objective/kl 14.2 nats late ...`) or its
+    change (`median step time +361% (...)`) is left out."""
+    flagged = list(flagged)
     changes = [ch["change"] * 100 for ch in flagged if _finite(ch.get("change")) and _relative(ch)]
+    metrics = {ch.get("metric") for ch in flagged if ch.get("metric")}
 
     def repeats(e: Any) -> bool:
         if not isinstance(e, str):
@@ -834,7 +837,7 @@ def _cause_view(cause: Mapping, check_ids: set, flagged: Iterable[Mapping], stop
             return True
         if stopped and e.startswith(f"{stopped}:"):  # the crash's error: the alert says it
             return True
-        if e.split(":", 1)[0] in check_ids:
+        if e.split(":", 1)[0] in check_ids or e.split(" ", 1)[0] in metrics:  # a finding's own numbers
             return True
         shown = [float(p.rstrip("%").replace(",", "")) for p in _PERCENT.findall(e)]
         return any(abs(p - c) <= max(0.051, abs(c) * 0.001) for p in shown for c in changes)
