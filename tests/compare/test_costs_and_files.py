@@ -117,8 +117,9 @@ def test_written_files_are_readable_by_the_next_step(tmp_path, strict_umask, cap
                         "--no-plots"]) == 0
     assert mode(tmp_path / "out" / "report.md") == 0o644
     assert canary_main(["baseline", "push", f"path:{tmp_path / 'store'}", str(cur)]) == 0
-    stored = list((tmp_path / "store").rglob("*.json"))
-    assert len(stored) == 2 and all(mode(p) == 0o644 for p in stored)
+    stored = list((tmp_path / "store").rglob("*.json"))  # the baseline, its history entry, the history index
+    assert sorted(p.name for p in stored if p.parent.name != "history") == ["index.json", "metrics.json"]
+    assert len(stored) == 3 and all(mode(p) == 0o644 for p in stored)
     assert canary_main(["baseline", "pull", f"path:{tmp_path / 'store'}", "--metrics", str(cur),
                         "-o", str(tmp_path / "pulled")]) == 0
     assert mode(tmp_path / "pulled" / "metrics.json") == 0o644
