@@ -334,17 +334,22 @@ def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> 
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"{source} {item!r}: expected KEY=VALUE, e.g. --set train.max_steps=10")
-        node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"{source} {item!r}: '{part}' is not a section")
-            node = child
-        node[parts[-1]] = _parse_scalar(value)
+        set_dotted(data, key.strip(), _parse_scalar(value), f"{source} {item!r}")
     return data
+
+
+def set_dotted(data: dict, key: str, value: Any, source: str) -> None:
+    """data[a][b][c] = value for key `a.b.c`, creating sections as needed; a part that is a value, not a
+    section, is a ConfigError naming `source`."""
+    node, parts = data, key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -419,15 +424,7 @@ def with_overrides(cfg: CanaryConfig, overrides: dict[str, Any], source: str) ->
     data = cfg.resolved()
     data.pop("equivalence", None)
     for key, value in overrides.items():
-        node, parts = data, str(key).split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"{source}: {key!r}: '{part}' is not a section")
-            node = child
-        node[parts[-1]] = value
+        set_dotted(data, str(key), value, f"{source}: {key!r}")
     try:
         return CanaryConfig.model_validate(data)
     except ValidationError as e:

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..github.client import GitHubClient
+from ..github.client import GitHubClient, client_from_env
 from .model import METRICS_FILE, BaselineError, BaselineLookup, parse_run, unfit_as_baseline
 from ..history.index import METRICS
 from .spec import ArtifactSpec, BaselineSpecError, BranchSpec, PathSpec, parse_baseline_spec
@@ -107,12 +107,8 @@ def _fail(message: str, code: int) -> int:
 def _client(args, spec) -> GitHubClient | None:
     if isinstance(spec, PathSpec):
         return None
-    repo = args.repo or os.environ.get("GITHUB_REPOSITORY") or ""
-    if not repo:
-        raise UsageError(f"{spec} needs a repository: pass --repo owner/name or set GITHUB_REPOSITORY")
-    token = args.token or os.environ.get("GITHUB_TOKEN") or os.environ.get("GH_TOKEN") or None
     try:
-        return GitHubClient(token, api_url=args.api_url or None, repo=repo)
+        return client_from_env(args.repo, args.token, args.api_url, what=str(spec))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

@@ -62,6 +62,17 @@ def _user_agent() -> str:
 
 
 # --------------------------------------------------------------------------------------------- errors
+def client_from_env(repo: str | None = None, token: str | None = None, api_url: str | None = None,
+                    what: str = "GitHub") -> "GitHubClient":
+    """A client for `repo` (default $GITHUB_REPOSITORY) with `token` (default $GITHUB_TOKEN, then $GH_TOKEN):
+    what the command-line tools use outside the action. ValueError says what `what` needs and how to give it."""
+    repo = repo or os.environ.get("GITHUB_REPOSITORY") or ""
+    if not repo:
+        raise ValueError(f"{what} needs a repository: pass --repo owner/name or set GITHUB_REPOSITORY")
+    token = token or os.environ.get("GITHUB_TOKEN") or os.environ.get("GH_TOKEN") or None
+    return GitHubClient(token, api_url=api_url or None, repo=repo)
+
+
 class GitHubError(Exception):
     """The API refused or failed a request, after any retries. Neither `url` nor `message` carries
     credentials or a query string."""

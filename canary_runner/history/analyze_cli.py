@@ -13,7 +13,6 @@ GitHub access (branch:, artifact:): --repo or $GITHUB_REPOSITORY, --token or $GI
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from .index import METRICS
@@ -47,16 +46,12 @@ def add_analyze_arguments(p) -> None:
 
 def _client(args, spec):
     from ..baselines.spec import PathSpec
-    from ..github.client import GitHubClient
+    from ..github.client import client_from_env
 
     if isinstance(spec, PathSpec):
         return None
-    repo = args.repo or os.environ.get("GITHUB_REPOSITORY") or ""
-    if not repo:
-        raise UsageError(f"{spec} needs a repository: pass --repo owner/name or set GITHUB_REPOSITORY")
-    token = args.token or os.environ.get("GITHUB_TOKEN") or os.environ.get("GH_TOKEN") or None
     try:
-        return GitHubClient(token, api_url=args.api_url or None, repo=repo)
+        return client_from_env(args.repo, args.token, args.api_url, what=str(spec))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

@@ -53,17 +53,12 @@ def _repo(args) -> str:
 def _client(args, spec, *, need: bool = False):
     """A GitHub client for branch:/artifact: stores (or when `need`: issues, comments)."""
     from ..baselines.spec import PathSpec
-    from ..github.client import GitHubClient
+    from ..github.client import client_from_env
 
     if isinstance(spec, PathSpec) and not need:
         return None
-    repo = _repo(args)
-    if not repo:
-        raise UsageError(f"{'GitHub' if need else spec} needs a repository: pass --repo owner/name or set "
-                         "GITHUB_REPOSITORY")
-    token = os.environ.get("GITHUB_TOKEN") or os.environ.get("GH_TOKEN") or None
     try:
-        return GitHubClient(token, repo=repo)
+        return client_from_env(_repo(args), what="GitHub" if need else str(spec))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
