@@ -54,7 +54,7 @@ def test_a_slower_head_fails_against_the_base_measured_in_the_same_job(run_actio
     assert "perf.step_time" in result.outputs["failed-checks"].split(","), result.outputs
     comment = fake.comments[PR_NUMBER][0]["body"]
     line = ab_line(comment)
-    assert line.startswith(f"**A/B on this runner**: 3 pairs run alternately, base {base[:7]} vs head {head[:7]}, "
+    assert line.startswith(f"**A/B on this runner**: 3 pairs run alternately, base {base[:12]} vs head {head[:12]}, "
                            "stopped early after 3 pair(s) (the minimum): clearly slower; "), line
     check = next(iter(fake.check_runs.values()))
     assert check["conclusion"] == "failure"
@@ -114,8 +114,8 @@ def test_a_head_that_changes_no_code_passes_against_its_base(run_action, fake, t
     # the comment says which mode decided, how the loop stopped, and each pair's ratios
     line = ab_line(fake.comments[PR_NUMBER][0]["body"])
     ratios = " ".join(f"{r:.3f}" for r in info["decisions"]["step_time"]["ratios"])
-    assert line == (f"**A/B on this runner**: {info['pairs']} pairs run alternately, base {base[:7]} vs head "
-                    f"{head[:7]}, {info['stopped']}; step time head/base per pair: {ratios}; peak memory "
+    assert line == (f"**A/B on this runner**: {info['pairs']} pairs run alternately, base {base[:12]} vs head "
+                    f"{head[:12]}, {info['stopped']}; step time head/base per pair: {ratios}; peak memory "
                     "head/base per pair: " + " ".join(f"{r:.3f}" for r in info["decisions"]["memory"]["ratios"])
                     + "."), line
 
