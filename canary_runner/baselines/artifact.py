@@ -85,6 +85,25 @@ def pick_artifact(client: GitHubClient, name: str, default_branch: str) -> tuple
     return None, len(arts)
 
 
+def download_latest(client: GitHubClient, name: str, default_branch: str | None,
+                    error: type[Exception]) -> tuple[dict | None, int, bytes | None, str]:
+    """The newest trusted artifact `name` from a run on the default branch, and its zip: (artifact,
+    how many carry that name, zip bytes, the default branch). (None, total, None, branch) when there is
+    none. A refusal or GitHub failure raises `error` with what to do."""
+    try:
+        default_branch = default_branch or client.get_json(client.repo_path())["default_branch"]
+        art, total = pick_artifact(client, name, default_branch)
+        if art is None:
+            return None, total, None, default_branch
+        data = client.download(client.repo_path(f"actions/artifacts/{int(art['id'])}/zip"), max_bytes=MAX_ZIP_BYTES)
+    except PermissionDenied as exc:
+        raise error(f"cannot read artifact {name!r}: the token may not read workflow artifacts "
+                    f"({exc.status} {exc.message}); grant `actions: read`") from None
+    except GitHubError as exc:
+        raise error(f"cannot read artifact {name!r}: {exc}") from None
+    return art, total, data, default_branch
+
+
 def _unsafe(name: str) -> bool:
     p = PurePosixPath(name.replace("\\", "/"))
     return p.is_absolute() or ".." in p.parts or (len(name) > 1 and name[1] == ":")
@@ -151,20 +170,12 @@ def _name(info: zipfile.ZipInfo) -> str:
 def read_artifact_baseline(client: GitHubClient, name: str, *, config_name: str, hardware_key: str,
                            default_branch: str | None = None) -> BaselineLookup:
     source = f"artifact:{name}"
-    try:
-        default_branch = default_branch or client.get_json(client.repo_path())["default_branch"]
-        art, total = pick_artifact(client, name, default_branch)
-        if art is None:
-            return not_found(source, config_name, hardware_key,
-                             f"no baseline: no non-expired artifact named {name!r} from a run on "
-                             f"{default_branch!r} ({total} with that name in all; only push, schedule and "
-                             f"workflow_dispatch runs of this repository count)")
-        data = client.download(client.repo_path(f"actions/artifacts/{int(art['id'])}/zip"), max_bytes=MAX_ZIP_BYTES)
-    except PermissionDenied as exc:
-        raise BaselineError(f"cannot read artifact {name!r}: the token may not read workflow artifacts "
-                            f"({exc.status} {exc.message}); grant `actions: read`") from None
-    except GitHubError as exc:
-        raise BaselineError(f"cannot read artifact {name!r}: {exc}") from None
+    art, total, data, default_branch = download_latest(client, name, default_branch, BaselineError)
+    if art is None:
+        return not_found(source, config_name, hardware_key,
+                         f"no baseline: no non-expired artifact named {name!r} from a run on "
+                         f"{default_branch!r} ({total} with that name in all; only push, schedule and "
+                         f"workflow_dispatch runs of this repository count)")
     run = art.get("workflow_run") or {}
     origin = f"{source}#{art['id']} (run {run.get('id')}, {str(run.get('head_sha') or '')[:12]})"
     return select(read_zip_metrics(data, origin), source=source, config_name=config_name,

@@ -150,21 +150,12 @@ def _read_branch(client, branch: str, config: str, hardware_key: str | None) -> 
 
 def _read_artifact(client, spec: ArtifactSpec, config: str, hardware_key: str | None,
                    default_branch: str | None) -> ix.Index:
-    from ..baselines.artifact import MAX_ZIP_BYTES, pick_artifact
-    from ..github.client import GitHubError, PermissionDenied
+    from ..baselines.artifact import download_latest
 
-    try:
-        default_branch = default_branch or client.get_json(client.repo_path())["default_branch"]
-        art, total = pick_artifact(client, spec.name, default_branch)
-        if art is None:
-            raise NoHistory(f"no history: no non-expired artifact named {spec.name!r} from a run on "
-                            f"{default_branch!r} ({total} with that name in all)")
-        data = client.download(client.repo_path(f"actions/artifacts/{int(art['id'])}/zip"), max_bytes=MAX_ZIP_BYTES)
-    except PermissionDenied as exc:
-        raise HistoryError(f"cannot read artifact {spec.name!r}: the token may not read workflow artifacts "
-                           f"({exc.status} {exc.message}); grant `actions: read`") from None
-    except GitHubError as exc:
-        raise HistoryError(f"cannot read artifact {spec.name!r}: {exc}") from None
+    art, total, data, default_branch = download_latest(client, spec.name, default_branch, HistoryError)
+    if art is None:
+        raise NoHistory(f"no history: no non-expired artifact named {spec.name!r} from a run on "
+                        f"{default_branch!r} ({total} with that name in all)")
     return zip_index(data, f"{spec}#{art['id']}", config, hardware_key)
 
 
