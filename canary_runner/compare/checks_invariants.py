@@ -32,6 +32,11 @@ def _recorded(run: Run, name: str) -> dict | None:
     return inv.get(name) if isinstance(inv, dict) and isinstance(inv.get(name), dict) else None
 
 
+def _facts(ctx: Context, name: str) -> list[tuple[Run, dict]]:
+    """(run, what it recorded under `name`) for the current runs that recorded it."""
+    return [(r, f) for r in ctx.current if (f := _recorded(r, name)) is not None]
+
+
 # -- the reference model never changes -----------------------------------------------------------
 
 
@@ -42,8 +47,7 @@ def reference_frozen_check(ctx: Context) -> Check:
     limit = ctx.limit(chk.id)
     if not limit.enabled:
         return chk.skip("disabled by thresholds")
-    facts = [(r, _recorded(r, "reference_frozen")) for r in ctx.current]
-    facts = [(r, f) for r, f in facts if f is not None]
+    facts = _facts(ctx, "reference_frozen")
     if not facts:
         return chk.skip("the run record has no reference fingerprint (recorded from this version on)")
     checked = [(r, f) for r, f in facts if f.get("checked")]
@@ -76,8 +80,7 @@ def logprob_mismatch_check(ctx: Context) -> Check:
         return chk.skip("disabled by thresholds")
     if limit.absolute is None:
         return chk.skip(f"no limit set for {precision} (absolute: max |log-prob difference| per token)")
-    facts = [(r, _recorded(r, "logprob_mismatch")) for r in ctx.current]
-    facts = [(r, f) for r, f in facts if f is not None]
+    facts = _facts(ctx, "logprob_mismatch")
     if not facts:
         return chk.skip("the run record has no log-prob probe (recorded from this version on)")
     measured = [(r, f) for r, f in facts if f.get("measured")]
