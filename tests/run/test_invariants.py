@@ -33,8 +33,8 @@ def nudge(model):
                 p.add_(0.02 * torch.randn(p.shape, generator=g).to(p))
 
 
-class NudgedGRPO(GRPOTrainer):
-    """Changes the policy after sampling, before the first loss."""
+class NudgeAfterFirstSampling:
+    """Changes the policy after sampling, before the first loss (mixed into a GRPO or RLOO trainer)."""
     nudged = False
 
     def _generate_and_score_completions(self, inputs):
@@ -45,15 +45,12 @@ class NudgedGRPO(GRPOTrainer):
         return out
 
 
-class NudgedRLOO(RLOOTrainer):
-    nudged = False
+class NudgedGRPO(NudgeAfterFirstSampling, GRPOTrainer):
+    pass
 
-    def _generate_and_score_completions(self, inputs):
-        out = super()._generate_and_score_completions(inputs)
-        if not self.nudged:
-            self.nudged = True
-            nudge(self.accelerator.unwrap_model(self.model))
-        return out
+
+class NudgedRLOO(NudgeAfterFirstSampling, RLOOTrainer):
+    pass
 
 
 class PerturbedPPO(PPOTrainer):
